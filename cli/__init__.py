@@ -1,0 +1,1 @@
+"""The enastool command-line application (installed as the package enastool_cli)."""

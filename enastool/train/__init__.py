@@ -1,0 +1,1 @@
+"""enastool.train"""
