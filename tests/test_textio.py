@@ -1,0 +1,243 @@
+"""Text and JSON input/output: recognising formats, locating every error, reading sources."""
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from enastool.encoding import MacroArch, MicroArch
+from enastool.encoding.textio import (
+    MAX_INPUT_BYTES,
+    format_record,
+    from_json,
+    load_archs,
+    load_one,
+    parse_text,
+    read_source,
+    to_json,
+    write_records,
+)
+from enastool.errors import EnasError, EncodingError
+
+MACRO3 = MacroArch.from_ints([0, 1, 0, 2, 1, 0])
+MICRO1 = MicroArch.from_ints([0, 0, 1, 4, 1, 2, 0, 3])
+
+
+@st.composite
+def archs(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    if draw(st.booleans()):
+        return MacroArch.sample(seed, num_layers=draw(st.integers(1, 14)))
+    return MicroArch.sample(seed, num_blocks=draw(st.integers(1, 6)))
+
+
+def messages(errors):
+    return [str(e) for e in errors]
+
+
+# ----------------------------------------------------------------- formats
+def test_bare_encoding_infers_the_only_space_that_fits():
+    records, errors = parse_text("0\n1 0\n2 1 0\n", "a.txt")
+    assert errors == []
+    assert [r.arch for r in records] == [MACRO3]
+    assert (records[0].source, records[0].index) == ("a.txt", 1)
+    records, _ = parse_text("0 0 1 4\n1 2 0 3")  # 8 integers: only micro
+    assert records[0].arch == MICRO1
+
+
+def test_bare_encoding_of_an_ambiguous_length_asks_for_space():
+    text = " ".join(["0"] * 120)
+    records, errors = parse_text(text, "-")
+    assert records == []
+    assert messages(errors) == [
+        "-: record 1: found 120 integers, which more than one space accepts (macro and micro); "
+        "pass --space macro or --space micro"
+    ]
+    assert parse_text(text, space="micro")[0][0].arch.num_blocks == 15
+
+
+def test_bare_encoding_no_space_accepts_names_the_count():
+    _, errors = parse_text("0 0 0 0 0 0 0", "a.txt")
+    (message,) = messages(errors)
+    assert message.startswith("a.txt: record 1: found 7 integers, which no space accepts")
+    assert "macro:" in message and "micro:" in message
+
+
+def test_records_may_span_lines_and_carry_comments():
+    text = "# two records\nmacro 0\n 1 0   # layer 1\n2 1 0\nmicro 0 0 1 4 1 2 0 3  macro 0\n"
+    records, errors = parse_text(text)
+    assert errors == []
+    assert [r.arch for r in records] == [MACRO3, MICRO1, MacroArch.from_ints([0])]
+    assert [r.index for r in records] == [1, 2, 3]
+
+
+def test_every_bad_record_is_reported_and_the_rest_still_parse():
+    text = "\n".join(
+        [
+            "macro 0 1 0",  # 1 ok
+            "mcro 0 1 0",  # 2 unknown keyword
+            "micro",  # 3 truncated
+            "macro 0 1 x",  # 4 non-integer at token 3
+            "macro 0 -1 0",  # 5 negative
+            "macro 0 1.5 0",  # 6 float
+            "micro 0 0 1 4 1 2 0 3 0",  # 7 wrong length
+            "micro 0 5 1 4 1 2 0 3",  # 8 op out of range
+            "micro 0 0 1 4 1 2 2 3",  # 9 index out of range
+            "macro 0 1 3",  # 10 skip bit out of range
+            "micro 0 0 1 4 1 2 0 3",  # 11 ok
+        ]
+    )
+    records, errors = parse_text(text, "arch.txt")
+    assert [r.index for r in records] == [1, 11]
+    assert messages(errors) == [
+        "arch.txt: record 2: found 'mcro', expected a space keyword: macro or micro (did you mean 'micro'?)",
+        "arch.txt: record 3: found no integers after 'micro', expected a micro encoding (truncated record?)",
+        "arch.txt: record 4: token 3: found 'x', expected an integer",
+        "arch.txt: record 5: token 2: found -1, expected a non-negative integer",
+        "arch.txt: record 6: token 2: found '1.5', expected an integer",
+        "arch.txt: record 7: found 9 integers, expected a positive multiple of 8 "
+        "(8 per block: 4 in the normal cell, 4 in the reduction cell)",
+        "arch.txt: record 8: token 2: normal cell node 2 op_1: found 5, expected a micro op id 0..4",
+        "arch.txt: record 9: token 7: reduction cell node 2 index_2: found 2, expected an index 0..1",
+        "arch.txt: record 10: token 3: layer 1 skip bit 0: found 3, expected 0 or 1",
+    ]
+
+
+def test_a_word_inside_a_bare_encoding_is_a_bad_token_not_a_record():
+    _, errors = parse_text("0 1 0\nx 0 0", "-")
+    assert messages(errors) == ["-: record 1: token 4: found 'x', expected an integer"]
+
+
+def test_long_numbers_are_refused_before_conversion():
+    _, errors = parse_text("macro 0 " + "9" * 5000, "-")
+    assert messages(errors) == ["-: record 1: token 2: found a 5000-digit number, expected at most 12 digits"]
+
+
+def test_space_argument_must_match_record_keywords():
+    _, errors = parse_text("macro 0 1 0", "-", space="micro")
+    assert messages(errors) == ["-: record 1: found a macro record, but --space micro was asked for"]
+    with pytest.raises(EnasError, match="unknown space 'nano'"):
+        parse_text("0", space="nano")
+
+
+def test_empty_and_comment_only_input_is_one_error():
+    for text in ("", "  \n\n", "# nothing here\n"):
+        records, errors = parse_text(text, "e.txt")
+        assert records == []
+        assert messages(errors) == ["e.txt: found no architecture (the input is empty or only comments)"]
+
+
+# ----------------------------------------------------------------- JSON
+def test_json_object_list_and_lines_ignore_extra_keys():
+    macro, micro = MACRO3.to_dict(), MICRO1.to_dict()
+    one = json.dumps({**micro, "score": 0.93})
+    as_list = json.dumps([macro, {**micro, "score": 0.5}])
+    as_lines = json.dumps(macro) + "\n\n" + json.dumps({**micro, "rank": 1}) + "\n"
+    assert [r.arch for r in parse_text(one)[0]] == [MICRO1]
+    assert [r.arch for r in parse_text(as_list)[0]] == [MACRO3, MICRO1]
+    assert [r.arch for r in parse_text(as_lines)[0]] == [MACRO3, MICRO1]
+
+
+def test_json_errors_are_one_per_record():
+    text = "\n".join(
+        [
+            json.dumps(MACRO3.to_dict()),
+            '{"space": "macro", "layers": [{"op": "conv3x3", "skips": [4]}]}',
+            '{"space": "nano"}',
+            "{broken",
+            "[1, 2]",
+            '{"space": "micro", "normal": 3, "reduce": []}',
+        ]
+    )
+    records, errors = parse_text(text, "a.jsonl")
+    assert [r.index for r in records] == [1]
+    assert messages(errors) == [
+        "a.jsonl: record 2: JSON layer 0: found skip source 4, layer 0 has no skips",
+        "a.jsonl: record 3: JSON record: found space 'nano', expected one of macro, micro",
+        "a.jsonl: record 4: invalid JSON: Expecting property name enclosed in double quotes at line 1 column 2",
+        "a.jsonl: record 5: found a JSON list, expected an architecture object",
+        "a.jsonl: record 6: JSON normal cell: expected a list of blocks",
+    ]
+
+
+def test_json_list_of_non_objects_and_bad_json_list():
+    _, errors = parse_text("[1, 2", "x.json")
+    assert messages(errors) == ["x.json: invalid JSON: Expecting ',' delimiter at line 1 column 6"]
+    _, errors = parse_text("[0]", "x.json")
+    assert messages(errors) == ["x.json: record 1: found a JSON int, expected an architecture object"]
+
+
+@settings(deadline=None, max_examples=100)
+@given(st.lists(archs(), min_size=1, max_size=4), st.booleans())
+def test_json_round_trip(values, lines):
+    assert from_json(to_json(values, lines=lines)) == values
+
+
+# ----------------------------------------------------------------- text round trip
+@settings(deadline=None, max_examples=100)
+@given(st.lists(archs(), min_size=1, max_size=4))
+def test_records_round_trip(values):
+    stream = io.StringIO()
+    write_records(values, stream)
+    text = stream.getvalue()
+    assert text.count("\n") == len(values)
+    records, errors = parse_text(text)
+    assert errors == [] and [r.arch for r in records] == values
+    assert [format_record(a) for a in values] == text.splitlines()
+
+
+@settings(deadline=None, max_examples=100)
+@given(archs())
+def test_bare_multiline_round_trip(arch):
+    # The authors' layout (one layer or cell per line) with the space named.
+    records, errors = parse_text(arch.format_lines(), space=arch.space)
+    assert errors == [] and records[0].arch == arch
+    assert parse_text(arch.format(), space=arch.space)[0][0].arch.format() == arch.format()
+
+
+# ----------------------------------------------------------------- sources
+def test_read_source_file_problems_are_one_located_error(tmp_path):
+    missing = tmp_path / "nope.txt"
+    assert messages(read_source(missing)[1]) == [f"{missing}: no such file; pass an existing file, or - to read stdin"]
+    assert messages(read_source(tmp_path)[1]) == [f"{tmp_path}: is a directory, expected a file of architectures"]
+    bad_utf8 = tmp_path / "latin1.txt"
+    bad_utf8.write_bytes(b"macro 0 1 0 # caf\xe9\n")
+    assert messages(read_source(bad_utf8)[1]) == [
+        f"{bad_utf8}: found bytes that are not UTF-8 (0xe9 at offset 17), expected text"
+    ]
+    huge = tmp_path / "huge.txt"
+    with huge.open("wb") as f:
+        f.truncate(MAX_INPUT_BYTES + 1)  # sparse: costs no disk
+    assert messages(read_source(huge)[1]) == [f"{huge}: input larger than 16 MiB, expected a file of architectures"]
+
+
+def test_read_source_stdin_accepts_text_and_binary_streams():
+    text = "macro 0 1 0\n"
+    assert read_source("-", stdin=io.StringIO(text))[0][0].arch == MacroArch.from_ints([0, 1, 0])
+    wrapped = io.TextIOWrapper(io.BytesIO(b"\xff\xfe0 1 0"), encoding="utf-8")
+    records, errors = read_source("-", stdin=wrapped)
+    assert records == [] and messages(errors) == ["-: found bytes that are not UTF-8 (0xff at offset 0), expected text"]
+    records, errors = read_source("-", stdin=io.BytesIO(b"0 1 0\n\x00"))
+    assert messages(errors) == ["-: found binary data (NUL byte at offset 6), expected text"]
+
+
+def test_load_archs_raises_the_first_error_and_load_one_counts(tmp_path):
+    path = tmp_path / "two.records"
+    path.write_text("macro 0 1 0\nmicro 0 0 1 4 1 2 0 3\n")
+    assert load_archs(path) == [MacroArch.from_ints([0, 1, 0]), MICRO1]
+    with pytest.raises(EncodingError) as info:
+        load_one(path)
+    assert str(info.value) == f"{path}: found 2 records, expected exactly one architecture"
+    path.write_text("macro 0 1 0\nmacro 0 1 7\nmacro x\n")
+    with pytest.raises(EncodingError, match=r"two.records: record 2: token 3: layer 1 skip bit 0: found 7"):
+        load_archs(path)
+
+
+def test_textio_does_not_import_torch():
+    code = "import sys, enastool.encoding.textio, enastool.encoding.darts, enastool.encoding.nao; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
