@@ -1,0 +1,201 @@
+"""Building blocks shared by the supernets and the final networks (reference sec. 5).
+
+Every block is layout-agnostic: it reshapes nothing with ``.view`` and slices only along
+named dimensions, so channels_last input works as well as NCHW.
+
+Each block that contains batch norm takes a keyword-only ``track_running_stats`` (default
+True, the final networks' choice); the supernets pass False so that batch norm always uses
+the statistics of the current batch (see ``enastool.nn.supernet``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..encoding.ops import MacroOp, MicroOp, OpKind
+from ..errors import EnasError
+
+POOL_KERNEL = 3  # every pooling op of both spaces is 3x3
+POOL_PADDING = POOL_KERNEL // 2
+REDUCTION_STRIDE = 2
+
+
+def bn(c: int, affine: bool = True, track_running_stats: bool = True) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(c, affine=affine, track_running_stats=track_running_stats)
+
+
+def _pool(kind: OpKind, stride: int) -> nn.Module:
+    if kind is OpKind.AVG_POOL:
+        # Border pixels average only real pixels, not zero padding.
+        return nn.AvgPool2d(POOL_KERNEL, stride, POOL_PADDING, count_include_pad=False)
+    if kind is OpKind.MAX_POOL:
+        return nn.MaxPool2d(POOL_KERNEL, stride, POOL_PADDING)
+    raise ValueError(f"not a pooling kind: {kind}")
+
+
+class ConvBN(nn.Sequential):
+    """[ReLU] conv (same padding, no bias) BN."""
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int = 1,
+        stride: int = 1,
+        relu_first: bool = True,
+        *,
+        track_running_stats: bool = True,
+    ):
+        layers: list[nn.Module] = [nn.ReLU()] if relu_first else []
+        layers += [
+            nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False),
+            bn(c_out, track_running_stats=track_running_stats),
+        ]
+        super().__init__(*layers)
+
+
+class FactorizedReduce(nn.Module):
+    """Halve the spatial size without discarding three pixels in four.
+
+    ReLU, then two 1x1 stride-2 convs, one on x and one on x shifted by one pixel (zero pad
+    right/bottom), concatenated on channels, then BN. Both halves have ceil(H/2) x ceil(W/2)
+    pixels, so odd sizes work.
+    """
+
+    def __init__(self, c_in: int, c_out: int, *, track_running_stats: bool = True):
+        super().__init__()
+        half = c_out // 2
+        self.relu = nn.ReLU()
+        self.conv_a = nn.Conv2d(c_in, half, 1, REDUCTION_STRIDE, bias=False)
+        self.conv_b = nn.Conv2d(c_in, c_out - half, 1, REDUCTION_STRIDE, bias=False)
+        self.bn = bn(c_out, track_running_stats=track_running_stats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(x)
+        shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
+        return self.bn(torch.cat([self.conv_a(x), self.conv_b(shifted)], dim=1))
+
+
+class SepConv(nn.Sequential):
+    """(ReLU, depthwise kxk, pointwise 1x1, BN) x repeats.
+
+    The stride applies to the first depthwise conv and the channel change to the first
+    pointwise conv, so later repeats run at the output size and width.
+    """
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        stride: int = 1,
+        repeats: int = 2,
+        *,
+        track_running_stats: bool = True,
+    ):
+        layers: list[nn.Module] = []
+        c = c_in
+        for r in range(repeats):
+            layers += [
+                nn.ReLU(),
+                nn.Conv2d(c, c, kernel, stride if r == 0 else 1, kernel // 2, groups=c, bias=False),
+                nn.Conv2d(c, c_out, 1, bias=False),
+                bn(c_out, track_running_stats=track_running_stats),
+            ]
+            c = c_out
+        super().__init__(*layers)
+
+
+class MacroBranch(nn.Sequential):
+    """One macro-space op at stride 1: a 1x1 conv-BN-ReLU, then the op.
+
+    Conv ops: kxk conv (a true depthwise + pointwise pair for separable ops), BN, ReLU.
+    Pool ops: 3x3 pool, stride 1, padding 1.
+    """
+
+    def __init__(self, op: MacroOp, c_in: int, c_out: int, *, track_running_stats: bool = True):
+        stats = track_running_stats
+        layers: list[nn.Module] = [
+            nn.Conv2d(c_in, c_out, 1, bias=False),
+            bn(c_out, track_running_stats=stats),
+            nn.ReLU(),
+        ]
+        k, pad = op.kernel, op.kernel // 2
+        if op.kind is OpKind.CONV:
+            layers += [nn.Conv2d(c_out, c_out, k, padding=pad, bias=False)]
+        elif op.kind is OpKind.SEP_CONV:
+            layers += [
+                nn.Conv2d(c_out, c_out, k, padding=pad, groups=c_out, bias=False),
+                nn.Conv2d(c_out, c_out, 1, bias=False),
+            ]
+        else:
+            layers += [_pool(op.kind, stride=1)]
+        if not op.kind.is_pool:
+            layers += [bn(c_out, track_running_stats=stats), nn.ReLU()]
+        super().__init__(*layers)
+        self.op = op
+
+
+def micro_op(op: MicroOp, c: int, stride: int, *, track_running_stats: bool = True) -> nn.Module:
+    """One micro-space op on ``c`` channels (width never changes inside a cell)."""
+    if op.kind is OpKind.SEP_CONV:
+        return SepConv(c, c, op.kernel, stride, repeats=2, track_running_stats=track_running_stats)
+    if op.kind.is_pool:
+        return _pool(op.kind, stride)
+    if op.kind is OpKind.IDENTITY:
+        if stride == 1:
+            return nn.Identity()
+        return FactorizedReduce(c, c, track_running_stats=track_running_stats)
+    raise ValueError(f"no micro module for {op!r}")
+
+
+class Calibrate(nn.Module):
+    """Bring a cell input to the cell's width and size.
+
+    FactorizedReduce when the spatial size halves (``reduce``), else ReLU-1x1 conv-BN when
+    the channel count differs, else nothing.
+    """
+
+    def __init__(self, c_in: int, c_out: int, reduce: bool, *, track_running_stats: bool = True):
+        super().__init__()
+        if reduce:
+            self.op: nn.Module = FactorizedReduce(c_in, c_out, track_running_stats=track_running_stats)
+        elif c_in != c_out:
+            self.op = ConvBN(c_in, c_out, 1, track_running_stats=track_running_stats)
+        else:
+            self.op = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.op(x)
+
+
+# ----------------------------------------------------------------- where reductions happen
+MIN_LAYERS = 3  # two reductions, each after at least one layer
+
+
+def _thirds(num_layers: int, what: str) -> tuple[int, int]:
+    if num_layers < MIN_LAYERS:
+        raise EnasError(
+            f"{what}: found {num_layers} layers, need at least {MIN_LAYERS} "
+            "(reductions follow layer N/3 and 2N/3); raise --layers"
+        )
+    return (num_layers // 3 - 1, 2 * num_layers // 3 - 1)
+
+
+def macro_reduction_positions(num_layers: int) -> tuple[int, ...]:
+    """0-based layers after which every prev entry is factorised-reduced: N/3-1 and 2N/3-1.
+
+    12 layers give (3, 7), 24 give (7, 15), as in the authors' scripts.
+    """
+    return _thirds(num_layers, "macro network")
+
+
+def micro_reduction_positions(num_layers: int) -> tuple[int, int]:
+    """0-based normal cells after which a reduction cell is inserted.
+
+    A reduction cell follows the first L//3 normal cells and another the first 2L//3, so 6
+    layers give N N R N N R N N and the positions (1, 3).
+    """
+    return _thirds(num_layers, "micro network")

@@ -1,0 +1,386 @@
+"""Final networks: one fixed architecture, trained from scratch (reference sec. 4 and 5).
+
+Both networks are built as the authors' final scripts build them, with the faults listed in
+reference sec. 6 fixed: the macro network has true separable convs and real pooling, and the
+micro auxiliary head is an ordinary trainable part of the network.
+
+``forward(x)`` returns ``(logits, aux_logits)``; ``aux_logits`` is None unless the network has
+an auxiliary head and is in training mode. ``build_final_network`` picks the class from
+``arch.space`` through ``FINAL_NETWORKS``; a new space adds one entry there.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..encoding.macro import MacroArch, MacroLayer
+from ..encoding.micro import NUM_INPUTS, Cell, MicroArch
+from ..encoding.ops import OpKind
+from ..errors import EnasError
+from .blocks import (
+    REDUCTION_STRIDE,
+    Calibrate,
+    ConvBN,
+    FactorizedReduce,
+    MacroBranch,
+    bn,
+    macro_reduction_positions,
+    micro_op,
+    micro_reduction_positions,
+)
+
+# Final-training defaults (reference sec. 4, "macro final" and "micro final" columns).
+MACRO_CHANNELS = 96
+MACRO_KEEP_PROB = 0.5
+MICRO_LAYERS = 15
+MICRO_CHANNELS = 36
+MICRO_KEEP_PROB = 0.8
+MICRO_DROP_PATH_KEEP = 0.6
+
+STEM_KERNEL = 3
+MICRO_STEM_MULTIPLIER = 3  # the micro stem widens to 3C, as in the authors' code
+CHANNEL_GROWTH = 2  # channels double at every reduction
+
+# Auxiliary head (reference sec. 5), sized for the 8x8 maps CIFAR-10 has after two reductions.
+AUX_POOL_KERNEL = 5
+AUX_POOL_STRIDE = 3
+AUX_HIDDEN = 128
+AUX_FEATURES = 768
+AUX_CONV_KERNEL = 2  # the 5x5/3 pool turns 8x8 into 2x2, which this conv consumes
+
+
+def _head(x: torch.Tensor, dropout: nn.Dropout, classifier: nn.Linear) -> torch.Tensor:
+    """Global average pool, dropout, linear. ``flatten`` keeps any memory layout working."""
+    return classifier(dropout(F.adaptive_avg_pool2d(x, 1).flatten(1)))
+
+
+# ===================================================================== macro
+class MacroFinalLayer(nn.Module):
+    """One macro layer: the op on the previous output, concatenated with the selected skips,
+    then ReLU, 1x1 conv back to C, BN."""
+
+    def __init__(self, layer: MacroLayer, c: int):
+        super().__init__()
+        self.input_source = layer.input_source
+        self.skip_sources = layer.skip_sources
+        self.branch = MacroBranch(layer.op, c, c)
+        self.combine = ConvBN(c * (1 + len(self.skip_sources)), c, kernel=1, relu_first=True)
+
+    def forward(self, prev: list[torch.Tensor | None]) -> torch.Tensor:
+        out = self.branch(prev[self.input_source])
+        return self.combine(torch.cat([out, *(prev[m] for m in self.skip_sources)], dim=1))
+
+
+class MacroNet(nn.Module):
+    """The macro final network: stem, N layers, two reductions doubling the width, head.
+
+    At a reduction every entry of prev (stem included) that a later layer still reads is
+    factorised-reduced to the new width. Entries no later layer reads are dropped instead of
+    reduced: reducing them (as the authors do) adds parameters that never get a gradient.
+    """
+
+    def __init__(
+        self,
+        arch: MacroArch,
+        channels: int = MACRO_CHANNELS,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        keep_prob: float = MACRO_KEEP_PROB,
+    ):
+        super().__init__()
+        self.arch = arch
+        reduce_after = macro_reduction_positions(arch.num_layers)
+        self.stem = ConvBN(in_channels, channels, STEM_KERNEL, relu_first=False)
+        # last_reader[m]: the last layer that reads prev[m] (prev[0] is the stem).
+        last_reader = {}
+        for k, layer in enumerate(arch.layers):
+            for m in (layer.input_source, *layer.skip_sources):
+                last_reader[m] = k
+
+        self.layers = nn.ModuleList()
+        self.reductions = nn.ModuleDict()
+        c = channels
+        for k, layer in enumerate(arch.layers):
+            self.layers.append(MacroFinalLayer(layer, c))
+            if k in reduce_after:
+                live = [m for m in range(k + 2) if last_reader.get(m, -1) > k]
+                self.reductions[str(k)] = nn.ModuleDict(
+                    {str(m): FactorizedReduce(c, c * CHANNEL_GROWTH) for m in live}
+                )
+                c *= CHANNEL_GROWTH
+        self.out_channels = c
+        self.dropout = nn.Dropout(1.0 - keep_prob)
+        self.classifier = nn.Linear(c, num_classes)
+        self.aux_head = None  # the macro final network has no auxiliary head
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+        prev: list[torch.Tensor | None] = [self.stem(x)]
+        for k, layer in enumerate(self.layers):
+            prev.append(layer(prev))
+            if str(k) in self.reductions:
+                reduce = self.reductions[str(k)]
+                prev = [reduce[str(m)](t) if str(m) in reduce else None for m, t in enumerate(prev)]
+        return _head(prev[-1], self.dropout, self.classifier), None
+
+
+# ===================================================================== micro
+class DropPath(nn.Module):
+    """Zero a whole branch output for random samples of the batch (training only).
+
+    ``final_keep`` is the keep probability at the end of training for this cell's depth;
+    ``progress`` in [0, 1] ramps the drop rate linearly from 0 up to it. The mask is drawn on
+    the input's device with tensor ops, and kept samples are scaled by 1/keep.
+    """
+
+    def __init__(self, final_keep: float):
+        super().__init__()
+        self.final_keep = final_keep
+        self.progress = 0.0
+
+    @property
+    def keep_prob(self) -> float:
+        return 1.0 - self.progress * (1.0 - self.final_keep)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = self.keep_prob
+        if not self.training or keep >= 1.0:
+            return x
+        mask = torch.empty((x.shape[0], 1, 1, 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
+        return x * (mask / keep)
+
+    def extra_repr(self) -> str:
+        return f"final_keep={self.final_keep:.4f}"
+
+
+class MicroFinalCell(nn.Module):
+    """A fixed micro cell: calibrate both inputs, run the blocks, concatenate the loose ends.
+
+    In a reduction cell ops reading nodes 0/1 run at stride 2, and loose input nodes are
+    factorised-reduced so that every loose end has the output size. The output is the
+    concatenation itself, ``len(loose_ends) * c`` channels; the next cell calibrates it.
+    """
+
+    def __init__(
+        self,
+        cell: Cell,
+        c_prev_prev: int,
+        c_prev: int,
+        c: int,
+        reduction: bool,
+        prev_prev_larger: bool,
+        drop_path_keep: float,
+    ):
+        super().__init__()
+        self.reduction = reduction
+        self.calibrate = nn.ModuleList(
+            [Calibrate(c_prev_prev, c, reduce=prev_prev_larger), Calibrate(c_prev, c, reduce=False)]
+        )
+        self.inputs = [index for block in cell.blocks for index, _ in block.branches]
+        self.branches = nn.ModuleList()
+        for block in cell.blocks:
+            for index, op in block.branches:
+                stride = REDUCTION_STRIDE if reduction and index < NUM_INPUTS else 1
+                module = micro_op(op, c, stride)
+                if op.kind is not OpKind.IDENTITY:
+                    module = nn.Sequential(module, DropPath(drop_path_keep))
+                self.branches.append(module)
+        self.loose_ends = cell.loose_ends
+        self.loose_reduce = nn.ModuleDict(
+            {
+                str(n): FactorizedReduce(c, c)
+                for n in self.loose_ends
+                if reduction and n < NUM_INPUTS
+            }
+        )
+        self.out_channels = len(self.loose_ends) * c
+
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        nodes = [self.calibrate[0](s0), self.calibrate[1](s1)]
+        pairs = zip(self.inputs[0::2], self.inputs[1::2], self.branches[0::2], self.branches[1::2])
+        for i1, i2, op1, op2 in pairs:
+            nodes.append(op1(nodes[i1]) + op2(nodes[i2]))
+        loose = [
+            self.loose_reduce[str(n)](nodes[n]) if str(n) in self.loose_reduce else nodes[n]
+            for n in self.loose_ends
+        ]
+        return torch.cat(loose, dim=1)
+
+
+class AuxHead(nn.Module):
+    """ReLU, 5x5 avg pool stride 3, 1x1 conv 128, BN, ReLU, 2x2 conv 768, BN, ReLU, pool, linear.
+
+    The authors' head assumes the 8x8 map of 32x32 inputs, which the pool turns into 2x2.
+    Maps smaller than the 5x5 window (the 2x2 maps of 8x8 digits) are adaptively pooled to
+    2x2 instead, so the 2x2 conv always has a full window.
+    """
+
+    def __init__(self, c_in: int, num_classes: int):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(c_in, AUX_HIDDEN, 1, bias=False),
+            bn(AUX_HIDDEN),
+            nn.ReLU(),
+            nn.Conv2d(AUX_HIDDEN, AUX_FEATURES, AUX_CONV_KERNEL, bias=False),
+            bn(AUX_FEATURES),
+            nn.ReLU(),
+        )
+        self.classifier = nn.Linear(AUX_FEATURES, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(x)
+        if min(x.shape[-2:]) >= AUX_POOL_KERNEL:
+            x = F.avg_pool2d(x, AUX_POOL_KERNEL, AUX_POOL_STRIDE)
+        else:
+            x = F.adaptive_avg_pool2d(x, AUX_CONV_KERNEL)
+        x = self.features(x)
+        return self.classifier(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
+
+class MicroNet(nn.Module):
+    """The micro final network: stem to 3C, L normal cells with two reduction cells inserted,
+    channels doubling at each reduction, auxiliary head after the second reduction cell, head.
+
+    Cell i of the L+2 cells drops paths with final keep probability
+    ``1 - (i+1)/(L+2) * (1 - drop_path_keep)``; ``set_drop_path_progress`` ramps it in.
+    """
+
+    def __init__(
+        self,
+        arch: MicroArch,
+        num_layers: int = MICRO_LAYERS,
+        channels: int = MICRO_CHANNELS,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        keep_prob: float = MICRO_KEEP_PROB,
+        drop_path_keep: float = MICRO_DROP_PATH_KEEP,
+        aux_head: bool = True,
+    ):
+        super().__init__()
+        self.arch = arch
+        c_stem = channels * MICRO_STEM_MULTIPLIER
+        self.stem = ConvBN(in_channels, c_stem, STEM_KERNEL, relu_first=False)
+        reduce_after = micro_reduction_positions(num_layers)
+        layout = []  # True for a reduction cell
+        for normal_index in range(num_layers):
+            layout.append(False)
+            layout += [True] * reduce_after.count(normal_index)
+        num_cells = len(layout)
+
+        self.cells = nn.ModuleList()
+        c, c_prev_prev, c_prev = channels, c_stem, c_stem
+        reductions_prev_prev = reductions_prev = 0  # how often each cell input was reduced
+        self.aux_index = None
+        for i, reduction in enumerate(layout):
+            if reduction:
+                c *= CHANNEL_GROWTH
+            keep = 1.0 - (i + 1) / num_cells * (1.0 - drop_path_keep)
+            cell = MicroFinalCell(
+                arch.reduce if reduction else arch.normal,
+                c_prev_prev,
+                c_prev,
+                c,
+                reduction,
+                prev_prev_larger=reductions_prev_prev < reductions_prev,
+                drop_path_keep=keep,
+            )
+            self.cells.append(cell)
+            c_prev_prev, c_prev = c_prev, cell.out_channels
+            reductions_prev_prev, reductions_prev = reductions_prev, reductions_prev + reduction
+            if reduction and reductions_prev == len(reduce_after):
+                self.aux_index = i
+        aux_width = self.cells[self.aux_index].out_channels
+        self.aux_head = AuxHead(aux_width, num_classes) if aux_head else None
+        self.out_channels = c_prev
+        self.dropout = nn.Dropout(1.0 - keep_prob)
+        self.classifier = nn.Linear(c_prev, num_classes)
+
+    def set_drop_path_progress(self, progress: float) -> None:
+        """Training progress in [0, 1]: 0 keeps every path, 1 reaches the final drop rates."""
+        progress = min(max(float(progress), 0.0), 1.0)
+        for module in self.modules():
+            if isinstance(module, DropPath):
+                module.progress = progress
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        s0 = s1 = self.stem(x)
+        aux_logits = None
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1)
+            if i == self.aux_index and self.aux_head is not None and self.training:
+                aux_logits = self.aux_head(s1)
+        return _head(F.relu(s1), self.dropout, self.classifier), aux_logits
+
+
+# ===================================================================== registry
+def _build_macro(
+    arch, *, layers, channels, in_channels, num_classes, keep_prob, drop_path_keep, aux_head
+):
+    # The macro final network has neither drop path nor an auxiliary head: those are ignored.
+    if layers is not None and layers != arch.num_layers:
+        raise EnasError(
+            f"--layers {layers} does not match the macro architecture's {arch.num_layers} layers; "
+            f"pass --layers {arch.num_layers} or leave it out"
+        )
+    return MacroNet(
+        arch,
+        channels=MACRO_CHANNELS if channels is None else channels,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        keep_prob=MACRO_KEEP_PROB if keep_prob is None else keep_prob,
+    )
+
+
+def _build_micro(
+    arch, *, layers, channels, in_channels, num_classes, keep_prob, drop_path_keep, aux_head
+):
+    return MicroNet(
+        arch,
+        num_layers=MICRO_LAYERS if layers is None else layers,
+        channels=MICRO_CHANNELS if channels is None else channels,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        keep_prob=MICRO_KEEP_PROB if keep_prob is None else keep_prob,
+        drop_path_keep=MICRO_DROP_PATH_KEEP if drop_path_keep is None else drop_path_keep,
+        aux_head=True if aux_head is None else aux_head,
+    )
+
+
+FINAL_NETWORKS: dict[str, Callable[..., nn.Module]] = {
+    MacroArch.space: _build_macro,
+    MicroArch.space: _build_micro,
+}
+
+
+def build_final_network(
+    arch,
+    *,
+    layers: int | None = None,
+    channels: int | None = None,
+    in_channels: int = 3,
+    num_classes: int = 10,
+    keep_prob: float | None = None,
+    drop_path_keep: float | None = None,
+    aux_head: bool | None = None,
+) -> nn.Module:
+    """The final network for ``arch``; None takes the space's final-training default."""
+    try:
+        build = FINAL_NETWORKS[arch.space]
+    except (KeyError, AttributeError):
+        raise EnasError(
+            f"no final network for space {getattr(arch, 'space', arch)!r}; "
+            f"expected one of {', '.join(FINAL_NETWORKS)}"
+        ) from None
+    return build(
+        arch,
+        layers=layers,
+        channels=channels,
+        in_channels=in_channels,
+        num_classes=num_classes,
+        keep_prob=keep_prob,
+        drop_path_keep=drop_path_keep,
+        aux_head=aux_head,
+    )

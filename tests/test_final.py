@@ -1,0 +1,354 @@
+"""Final networks (macro and micro) and parameter / FLOP counting."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from enastool.encoding import Block, Cell, MacroArch, MacroLayer, MacroOp, MicroArch, MicroOp
+from enastool.errors import EnasError
+from enastool.nn.counting import count_flops, count_params, network_counts
+from enastool.nn.final import DropPath, MacroNet, MicroNet, build_final_network
+
+# The authors' final architectures (reference sec. 3), verbatim.
+AUTHORS_MACRO = """
+0
+3 0
+0 1 0
+2 0 0 1
+2 0 0 0 0
+3 1 1 0 1 0
+2 0 0 0 0 0 1
+2 0 1 1 0 1 1 1
+1 0 1 1 1 0 1 0 1
+0 0 0 0 0 0 0 0 0 0
+2 0 0 0 0 0 1 0 0 0 0
+0 1 0 0 1 1 0 0 0 0 1 1
+2 0 1 0 0 0 0 0 1 0 1 1 0
+1 0 0 1 0 0 0 1 1 1 0 1 0 1
+0 1 1 0 1 0 1 0 0 0 0 0 1 0 0
+2 0 0 1 0 0 0 0 0 0 0 1 0 1 0 1
+2 0 1 0 0 0 1 0 0 1 1 1 1 0 0 1 0
+2 0 0 0 0 1 0 1 0 1 0 0 1 0 1 0 0 1
+3 0 1 1 0 1 0 0 0 0 0 1 0 1 0 1 0 0 0
+3 0 1 1 0 0 0 0 0 0 0 0 0 1 1 0 0 0 0 1
+0 1 0 0 1 0 1 1 0 0 0 1 0 0 0 0 0 1 1 0 0
+3 0 1 0 1 1 0 0 1 0 1 1 0 1 1 0 1 0 0 1 0 0
+0 1 0 1 0 1 0 0 0 0 0 0 0 0 1 0 1 0 0 1 0 0 0
+0 1 1 0 0 0 1 1 1 0 1 0 0 0 1 0 1 0 0 1 1 0 0 0
+"""
+AUTHORS_MICRO = """
+0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1
+1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1
+"""
+MACRO = MacroArch.from_ints([int(v) for v in AUTHORS_MACRO.split()])
+MICRO = MicroArch.from_ints([int(v) for v in AUTHORS_MICRO.split()])
+
+TINY = 4  # channels for the small-width tests
+TINY_MICRO_LAYERS = 3  # one normal cell per stage
+AUX_WEIGHT = 0.4  # the authors' auxiliary loss weight
+
+# Published parameter counts (reference sec. 1) and the tolerance we hold ourselves to.
+PAPER_MACRO_PARAMS = 21.3e6
+PAPER_MICRO_PARAMS = 4.6e6
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+
+def tiny_macro(arch=MACRO, channels=TINY, **kw):
+    return MacroNet(arch, channels=channels, **kw)
+
+
+def tiny_micro(arch=MICRO, layers=TINY_MICRO_LAYERS, channels=TINY, **kw):
+    return MicroNet(arch, num_layers=layers, channels=channels, **kw)
+
+
+MIN_MACRO_LAYERS = 3  # the two reductions need at least three layers
+
+
+def macro_arch(*layers):
+    """``layers``: (op, skip_sources) pairs, padded with plain conv layers to 3 layers."""
+    layers += ((MacroOp.CONV3, ()),) * (MIN_MACRO_LAYERS - len(layers))
+    return MacroArch(
+        tuple(
+            MacroLayer(op, tuple(int(m in skips) for m in range(k)))
+            for k, (op, skips) in enumerate(layers)
+        )
+    )
+
+
+def train_step(net, x, y):
+    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+    net.train()
+    logits, aux = net(x)
+    loss = nn.functional.cross_entropy(logits, y)
+    if aux is not None:
+        loss = loss + AUX_WEIGHT * nn.functional.cross_entropy(aux, y)
+    opt.zero_grad()
+    loss.backward()
+    before = [p.detach().clone() for p in net.parameters()]
+    opt.step()
+    changed = sum(not torch.equal(b, p) for b, p in zip(before, net.parameters()))
+    return loss.item(), changed
+
+
+# ----------------------------------------------------------------- both networks train
+@pytest.mark.parametrize("space", ["macro", "micro"])
+def test_authors_architecture_trains_one_sgd_step(space):
+    net = tiny_macro() if space == "macro" else tiny_micro()
+    x, y = torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])
+    loss, changed = train_step(net, x, y)
+    assert torch.isfinite(torch.tensor(loss))
+    assert loss > 0
+    # Every parameter takes part: no dead reductions, the auxiliary head trains too.
+    assert changed == len(list(net.parameters()))
+
+
+@pytest.mark.parametrize("space", ["macro", "micro"])
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 8, 8)])
+def test_output_shapes_in_train_and_eval(space, shape):
+    classes = 7
+    kw = dict(in_channels=shape[0], num_classes=classes)
+    net = tiny_macro(**kw) if space == "macro" else tiny_micro(**kw)
+    x = torch.randn(2, *shape)
+    net.train()
+    logits, aux = net(x)
+    assert logits.shape == (2, classes)
+    assert (aux is None) if space == "macro" else (aux.shape == (2, classes))
+    net.eval()
+    logits, aux = net(x)
+    assert logits.shape == (2, classes) and aux is None
+
+
+@pytest.mark.parametrize("space", ["macro", "micro"])
+def test_channels_last_input_gives_the_same_logits(space):
+    net = (tiny_macro() if space == "macro" else tiny_micro()).eval()
+    x = torch.randn(2, 3, 16, 16)
+    expected, _ = net(x)
+    net = net.to(memory_format=torch.channels_last)
+    got, _ = net(x.contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+
+
+# ----------------------------------------------------------------- macro structure
+def test_macro_channels_double_at_each_reduction():
+    arch = MacroArch.sample(seed=1, num_layers=6)  # reductions after layers 1 and 3
+    net = tiny_macro(arch)
+    widths = [layer.combine[1].out_channels for layer in net.layers]
+    assert widths == [4, 4, 8, 8, 16, 16]
+    assert net.classifier.in_features == 16
+    # the reductions bring prev entries to the new width
+    for k, width in (("1", 8), ("3", 16)):
+        for reduce in net.reductions[k].values():
+            assert reduce.bn.num_features == width
+
+
+def test_macro_separable_op_is_really_depthwise():
+    net = tiny_macro(macro_arch((MacroOp.SEP5, ())), channels=6)
+    convs = [m for m in net.layers[0].branch if isinstance(m, nn.Conv2d)]
+    spatial = [c for c in convs if c.kernel_size == (5, 5)]
+    assert len(spatial) == 1
+    assert spatial[0].groups == spatial[0].in_channels == spatial[0].out_channels == 6
+    assert any(c.kernel_size == (1, 1) and c.groups == 1 for c in convs[1:])  # pointwise
+
+
+def test_macro_conv_op_is_a_full_conv():
+    net = tiny_macro(macro_arch((MacroOp.CONV3, ())), channels=6)
+    convs = [m for m in net.layers[0].branch if isinstance(m, nn.Conv2d)]
+    spatial = [c for c in convs if c.kernel_size == (3, 3)]
+    assert [c.groups for c in spatial] == [1]
+
+
+def test_macro_pooling_arcs_run_real_pooling():
+    arch = macro_arch((MacroOp.AVG3, ()), (MacroOp.MAX3, (0,)), (MacroOp.AVG3, (0, 1)))
+    net = tiny_macro(arch)
+    kinds = [type(m) for layer in net.layers for m in layer.branch]
+    assert nn.AvgPool2d in kinds and nn.MaxPool2d in kinds
+    logits, _ = net.eval()(torch.randn(2, 3, 8, 8))
+    assert torch.isfinite(logits).all()
+
+
+def test_macro_pool_op_changes_the_output():
+    torch.manual_seed(3)
+    avg = tiny_macro(macro_arch((MacroOp.AVG3, ())))
+    mx = tiny_macro(macro_arch((MacroOp.MAX3, ())))
+    mx.load_state_dict(avg.state_dict())  # same weights, only the op differs
+    x = torch.randn(2, 3, 8, 8)
+    assert not torch.allclose(avg.eval()(x)[0], mx.eval()(x)[0])
+
+
+def test_macro_concatenated_skips_widen_the_combine_conv():
+    conv = MacroOp.CONV3
+    arch = macro_arch((conv, ()), (conv, (0,)), (conv, (0, 1)), (conv, (1,)))
+    net = tiny_macro(arch, channels=5)  # reductions after layers 0 and 1
+    in_widths = [layer.combine[1].in_channels for layer in net.layers]
+    assert in_widths == [5, 2 * 10, 3 * 20, 2 * 20]
+
+
+def test_macro_layers_must_match_the_architecture():
+    with pytest.raises(EnasError, match="12.*24|24.*12"):
+        build_final_network(MACRO, layers=12, channels=TINY)
+    assert isinstance(build_final_network(MACRO, layers=24, channels=TINY), MacroNet)
+    assert isinstance(build_final_network(MACRO, layers=None, channels=TINY), MacroNet)
+
+
+def test_build_final_network_dispatches_on_the_space():
+    net = build_final_network(
+        MICRO, layers=3, channels=TINY, in_channels=1, num_classes=4, aux_head=False
+    )
+    assert isinstance(net, MicroNet) and net.aux_head is None
+    assert net.classifier.out_features == 4
+    with pytest.raises(EnasError, match="no final network"):
+        build_final_network(SimpleNamespace(space="rnn"))
+
+
+# ----------------------------------------------------------------- micro structure
+def test_micro_layout_and_widths():
+    net = tiny_micro(layers=6)  # N N R N N R N N
+    n, r = False, True
+    assert [cell.reduction for cell in net.cells] == [n, n, r, n, n, r, n, n]
+    # normal cells concatenate 5 loose ends, the reduction cell 4 (authors' cells)
+    assert [cell.out_channels for cell in net.cells] == [20, 20, 32, 40, 40, 64, 80, 80]
+    assert net.stem[0].out_channels == 3 * TINY
+
+
+def test_micro_reduction_cell_reduces_loose_input_nodes():
+    # node 0 is never read, so it is a loose end and must be brought to the reduced size
+    cell = Cell((Block(1, MicroOp.SEP3, 1, MicroOp.IDENTITY),))
+    arch = MicroArch(cell, cell)
+    net = tiny_micro(arch, aux_head=False)
+    logits, _ = net.eval()(torch.randn(2, 3, 16, 16))
+    assert logits.shape == (2, 10)
+    assert set(net.cells[1].loose_reduce) == {"0"}
+
+
+def test_micro_aux_head_parameters_get_gradients():
+    net = tiny_micro().train()
+    logits, aux = net(torch.randn(2, 3, 32, 32))
+    (AUX_WEIGHT * aux.square().mean()).backward()
+    grads = [p.grad for p in net.aux_head.parameters()]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_micro_aux_head_works_on_digit_sized_maps():
+    net = tiny_micro(in_channels=1).train()
+    _, aux = net(torch.randn(2, 1, 8, 8))  # 2x2 maps after two reductions
+    assert aux.shape == (2, 10) and torch.isfinite(aux).all()
+
+
+# ----------------------------------------------------------------- drop path
+def test_drop_path_progress_zero_keeps_everything():
+    drop = DropPath(final_keep=0.5).train()
+    x = torch.randn(8, 3, 2, 2)
+    assert torch.equal(drop(x), x)
+
+
+def test_drop_path_at_full_progress_drops_whole_samples():
+    drop = DropPath(final_keep=0.5).train()
+    drop.progress = 1.0
+    torch.manual_seed(0)
+    out = drop(torch.ones(64, 3, 2, 2))
+    per_sample = out.flatten(1)
+    assert set(per_sample.unique().tolist()) == {0.0, 2.0}  # dropped, or kept and scaled by 1/keep
+    assert (per_sample.min(1).values == per_sample.max(1).values).all()  # whole samples
+
+
+def test_drop_path_is_off_in_eval_mode():
+    drop = DropPath(final_keep=0.5).eval()
+    drop.progress = 1.0
+    x = torch.randn(8, 3, 2, 2)
+    assert torch.equal(drop(x), x)
+
+
+def test_micro_drop_path_keep_decays_with_depth_and_skips_identity():
+    net = tiny_micro(layers=6, drop_path_keep=0.6)
+    net.set_drop_path_progress(1.0)
+    num_cells = len(net.cells)
+    for i, cell in enumerate(net.cells):
+        drops = [m for m in cell.modules() if isinstance(m, DropPath)]
+        expected = 1 - (i + 1) / num_cells * (1 - 0.6)
+        assert all(d.keep_prob == pytest.approx(expected) for d in drops)
+        arch_cell = MICRO.reduce if cell.reduction else MICRO.normal
+        ops = [op for b in arch_cell.blocks for op in (b.op1, b.op2)]
+        non_identity = sum(op is not MicroOp.IDENTITY for op in ops)
+        assert len(drops) == non_identity
+    assert net.cells[-1].branches[1][1].keep_prob == pytest.approx(0.6)
+    net.set_drop_path_progress(0.5)
+    assert net.cells[-1].branches[1][1].keep_prob == pytest.approx(0.8)
+
+
+def test_micro_drop_path_changes_training_output_only_when_ramped():
+    net = tiny_micro(keep_prob=1.0, aux_head=False).train()
+    x = torch.randn(4, 3, 8, 8)
+    net.set_drop_path_progress(0.0)
+    torch.manual_seed(1)
+    a, _ = net(x)
+    torch.manual_seed(2)
+    b, _ = net(x)
+    torch.testing.assert_close(a, b)  # nothing random left at progress 0
+    net.set_drop_path_progress(1.0)
+    torch.manual_seed(1)
+    c, _ = net(x)
+    assert not torch.allclose(a, c)
+    net.eval()
+    torch.testing.assert_close(net(x)[0], net(x)[0])  # eval is deterministic
+
+
+# ----------------------------------------------------------------- counting
+def test_count_params_is_the_sum_of_numels():
+    net = tiny_micro()
+    total = sum(p.numel() for p in net.parameters())
+    aux = sum(p.numel() for p in net.aux_head.parameters())
+    assert count_params(net) == total
+    assert count_params(net, exclude_aux=True) == total - aux
+    macro = tiny_macro()
+    macro_total = sum(p.numel() for p in macro.parameters())
+    assert count_params(macro, exclude_aux=True) == count_params(macro) == macro_total
+
+
+def test_flops_of_one_conv_match_the_hand_formula():
+    c_in, c_out, k, h, w = 3, 8, 3, 10, 12
+    conv = nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=False)
+    assert count_flops(conv, (c_in, h, w)) == 2 * c_in * c_out * k * k * h * w
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(c_in * h * w, 5))
+    assert count_flops(linear, (c_in, h, w)) == 2 * c_in * h * w * 5
+
+
+def test_count_flops_restores_the_training_flag():
+    net = tiny_micro().train()
+    assert count_flops(net, (3, 8, 8)) > 0
+    assert net.training and net.aux_head.training
+
+
+def test_network_counts_aux_only_adds_to_micro():
+    info = SimpleNamespace(name="digits", channels=1, size=8, num_classes=10)
+    micro = network_counts(MICRO, 3, TINY, info)
+    assert micro["params_aux"] > micro["params"] > 0
+    assert micro["flops"] > 0
+    macro = network_counts(MACRO, None, TINY, info)
+    assert macro["params_aux"] == macro["params"] > 0
+    net = MacroNet(MACRO, channels=TINY, in_channels=1)
+    assert macro["params"] == count_params(net)
+    assert macro["flops"] == count_flops(net, (1, 8, 8))
+
+
+# ----------------------------------------------------------------- full size vs the paper
+def test_full_size_micro_params_near_the_paper():
+    net = build_final_network(MICRO)  # L=15, C=36
+    params, with_aux = count_params(net, exclude_aux=True), count_params(net)
+    # 3.73M without the auxiliary head, 4.21M with it; the paper reports 4.6M.
+    assert 0.7 * PAPER_MICRO_PARAMS < params < with_aux < 1.3 * PAPER_MICRO_PARAMS
+
+
+def test_full_size_macro_params_near_the_paper():
+    net = build_final_network(MACRO)  # 24 layers, C=96 doubled to 192 and 384
+    params = count_params(net)
+    # 31.0M with true separable convs. The paper reports 21.3M, yet the authors' code
+    # (full convs for the separable ops, all prev entries reduced) builds about 42.6M at
+    # these settings, so the published figure cannot be met exactly: hold a broad band.
+    assert 0.7 * PAPER_MACRO_PARAMS < params < 1.5 * PAPER_MACRO_PARAMS
