@@ -1,0 +1,681 @@
+"""Run configuration: every hyperparameter of a search run and of a final-training run.
+
+A configuration is resolved in layers, each later one winning:
+
+    dataclass defaults  <  preset ("paper" or "smoke")  <  TOML file (--config)  <  CLI options
+
+The ``paper`` preset is the authors' settings table (reference sec. 4); ``smoke`` is the same
+recipe shrunk to run on the small ``digits`` data set in about a minute on two CPU cores. Both
+live in the tables below, so every number with a meaning is written down exactly once.
+
+This module never imports torch: the CLI can resolve and print a configuration instantly.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import sys
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+from .encoding import SPACES, space_class
+from .errors import EnasError
+
+STRATEGIES = ("enas", "random", "oneshot")
+DATASETS = ("digits", "cifar10")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+AUTO = "auto"
+# Tri-state switches (compile, channels_last) accept these spellings; "auto" is kept as is.
+SWITCH_WORDS = {"on": True, "true": True, "off": False, "false": False}
+
+
+def setting(default: Any, help: str) -> Any:
+    """A config field with its one-line description (used for TOML comments and CLI help)."""
+    return field(default=default, metadata={"help": help})
+
+
+class _Config:
+    """Shared behaviour of the two configuration dataclasses."""
+
+    kind: ClassVar[str]
+
+    # ----------------------------------------------------------------- introspection
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        """The one-line description of field ``name``."""
+        return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+
+    # ----------------------------------------------------------------- dict and JSON
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "config"):
+        """Build from a (possibly partial) dict; unknown keys and wrong types raise EnasError."""
+        values = {}
+        for key, value in data.items():
+            check_known_key(cls, key, source)
+            values[key] = coerce_value(cls, key, value, source)
+        config = cls(**values)
+        config.validate({key: source for key in values})
+        return config
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    def write_json(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json(), encoding="utf-8")
+
+    @classmethod
+    def read_json(cls, path: str | Path):
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise EnasError(f"{path}: file not found") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise EnasError(f"{path}: not a readable JSON config ({e})") from None
+        if not isinstance(data, dict):
+            raise EnasError(f"{path}: expected a JSON object of config keys")
+        return cls.from_dict(data, source=str(path))
+
+    # ----------------------------------------------------------------- TOML
+    def to_toml(self) -> str:
+        """The config as a ``[search]`` or ``[final]`` table, one commented key per field.
+
+        A table (not a flat file) so that the file can be handed back to ``--config`` for
+        either kind of run: the other kind simply ignores it.
+        """
+        lines = [
+            f"# enastool {self.kind} configuration, fully resolved",
+            "# (defaults < preset < --config file < command-line options)",
+            f"[{self.kind}]",
+        ]
+        for f in fields(self):
+            value = getattr(self, f.name)
+            lines.append(f"# {f.metadata['help']}")
+            if value is None:  # TOML has no null: leave the key out, so the default (None) applies
+                lines.append(f"# {f.name} = (not set)")
+            else:
+                lines.append(f"{f.name} = {toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+    def write_toml(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_toml(), encoding="utf-8")
+
+    @classmethod
+    def read_toml(cls, path: str | Path):
+        """Defaults overlaid with one TOML file (no preset): the inverse of ``write_toml``."""
+        values = load_toml_values(cls, path)
+        config = cls(**values)
+        config.validate({key: str(path) for key in values})
+        return config
+
+    # ----------------------------------------------------------------- validation
+    def problems(self) -> list[tuple[str, str]]:
+        """(field, what is wrong) for every invalid value."""
+        found = []
+        for f in fields(self):
+            rule = RULES.get(f.name)
+            value = getattr(self, f.name)
+            message = rule(value) if rule is not None and value is not None else None
+            if message:
+                found.append((f.name, message))
+        lr_max, lr_min = getattr(self, "lr_max"), getattr(self, "lr_min")
+        if lr_min > lr_max:
+            found.append(("lr_min", f"must not exceed lr_max = {lr_max}"))
+        return found
+
+    def validate(self, origins: Mapping[str, str] | None = None) -> None:
+        """Raise EnasError for the first invalid value, naming where it came from."""
+        origins = origins or {}
+        for key, message in self.problems():
+            where = origins.get(key, "config")
+            raise EnasError(f"{where}: {key} = {short_repr(getattr(self, key))} {message}")
+
+
+# --------------------------------------------------------------------------------------------
+# The two configurations. Defaults are the authors' macro-space CIFAR-10 settings; presets
+# below restate every value of the reference table so the table can be checked in one place.
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SearchConfig(_Config):
+    """Every hyperparameter of a search run (shared-weight training, controller, derive)."""
+
+    kind: ClassVar[str] = "search"
+
+    # what and where
+    space: str = setting("macro", "search space: macro or micro")
+    strategy: str = setting(
+        "enas", "enas (controller, REINFORCE), random (uniform, weight sharing) or oneshot"
+    )
+    dataset: str = setting("cifar10", "data set: cifar10 or digits")
+    data_dir: str | None = setting(None, "folder holding the data set; not set = default place")
+    val_size: int | None = setting(
+        None, "training images held out for validation; not set = the data set's standard split"
+    )
+    seed: int = setting(0, "seed of every random number generator")
+    device: str = setting("auto", "auto (cuda when available), cpu, cuda or cuda:N")
+    dtype: str = setting("auto", "compute dtype: auto (bfloat16 on cuda), float32, bfloat16")
+    channels_last: bool | str = setting("auto", "channels-last memory format: auto, true, false")
+
+    # shared weights (the child networks)
+    epochs: int = setting(310, "epochs of shared-weight training")
+    batch_size: int = setting(128, "training minibatch size")
+    layers: int = setting(12, "macro: layers; micro: normal cells (2 reduction cells are added)")
+    channels: int = setting(36, "channels of the first stage")
+    num_blocks: int = setting(5, "micro: blocks per cell (B)")
+    l2: float = setting(2.5e-4, "L2 weight decay of the shared weights")
+    keep_prob: float = setting(0.9, "keep probability of the dropout before the classifier")
+    drop_path_keep: float = setting(1.0, "micro: drop-path keep probability (1.0 = off)")
+    lr_max: float = setting(0.05, "learning rate at the start of each cosine cycle")
+    lr_min: float = setting(5e-4, "learning rate at the end of each cosine cycle")
+    lr_t0: int = setting(10, "epochs of the first cosine cycle")
+    lr_tmul: int = setting(2, "each cosine cycle is this many times longer than the last")
+    momentum: float = setting(0.9, "SGD momentum")
+    nesterov: bool = setting(True, "Nesterov momentum")
+    grad_clip: float = setting(5.0, "gradient norm clipping of the shared weights (0 = off)")
+    augment_pad: int = setting(4, "zero padding before the random crop (0 = no crop)")
+    augment_flip: bool = setting(True, "random horizontal flips")
+    cutout: int = setting(0, "cutout square size in pixels (0 = off)")
+
+    # controller (strategy enas)
+    controller_lr: float = setting(1e-3, "controller Adam learning rate")
+    controller_beta1: float = setting(0.0, "controller Adam beta1")
+    controller_eps: float = setting(1e-3, "controller Adam epsilon")
+    controller_samples: int = setting(20, "architectures sampled per controller update")
+    controller_updates: int = setting(50, "controller updates per epoch")
+    lstm_size: int = setting(64, "controller LSTM hidden units")
+    lstm_layers: int = setting(1, "controller LSTM layers")
+    tanh_constant: float = setting(1.5, "logits squashed to C*tanh(logits) (0 = no squashing)")
+    op_tanh_reduce: float = setting(1.0, "op logits use tanh_constant / this (micro: 2.5)")
+    temperature: float = setting(1.0, "logits divided by this before sampling")
+    entropy_weight: float = setting(1e-4, "weight of the entropy bonus in the reward")
+    baseline_decay: float = setting(0.99, "decay of the moving-average reward baseline")
+    skip_target: float = setting(0.4, "macro: target skip-connection rate")
+    skip_weight: float = setting(0.8, "macro: weight of the KL penalty toward skip_target")
+
+    # one-shot (strategy oneshot)
+    oneshot_drop_max: float = setting(0.5, "path-dropout rate reached at the end of the ramp")
+    oneshot_drop_ramp: float = setting(1.0, "fraction of the epochs over which the rate ramps up")
+
+    # derive (after the search)
+    derive_samples: int = setting(100, "architectures sampled and scored by derive")
+    derive_batches: int = setting(10, "validation minibatches used to score each one")
+
+    # bookkeeping
+    log_every: int = setting(50, "training steps between metric records")
+    checkpoint_every: int = setting(1, "epochs between checkpoints")
+
+
+@dataclass
+class FinalConfig(_Config):
+    """Every hyperparameter of training one architecture from scratch."""
+
+    kind: ClassVar[str] = "final"
+
+    # what and where
+    space: str = setting("macro", "search space of the architecture: macro or micro")
+    arch: str | None = setting(None, "the architecture's integer encoding, kept for resume")
+    dataset: str = setting("cifar10", "data set: cifar10 or digits")
+    data_dir: str | None = setting(None, "folder holding the data set; not set = default place")
+    seed: int = setting(0, "seed of every random number generator")
+    device: str = setting("auto", "auto (cuda when available), cpu, cuda or cuda:N")
+    dtype: str = setting("auto", "compute dtype: auto (bfloat16 on cuda), float32, bfloat16")
+    channels_last: bool | str = setting("auto", "channels-last memory format: auto, true, false")
+    compile: bool | str = setting("auto", "torch.compile the network: auto (on cuda), true, false")
+
+    # network and training
+    epochs: int = setting(310, "training epochs")
+    batch_size: int = setting(100, "training minibatch size")
+    layers: int = setting(24, "macro: layers (the arch's own count); micro: normal cells")
+    channels: int = setting(96, "channels of the first stage (doubled at each reduction)")
+    l2: float = setting(2e-4, "L2 weight decay")
+    keep_prob: float = setting(0.5, "keep probability of the dropout before the classifier")
+    drop_path_keep: float = setting(1.0, "micro: drop-path keep probability (1.0 = off)")
+    aux_weight: float = setting(0.0, "micro: loss weight of the auxiliary head (0 = no head)")
+    lr_max: float = setting(0.05, "learning rate at the start of each cosine cycle")
+    lr_min: float = setting(1e-3, "learning rate at the end of each cosine cycle")
+    lr_t0: int = setting(10, "epochs of the first cosine cycle")
+    lr_tmul: int = setting(2, "each cosine cycle is this many times longer than the last")
+    momentum: float = setting(0.9, "SGD momentum")
+    nesterov: bool = setting(True, "Nesterov momentum")
+    grad_clip: float = setting(5.0, "gradient norm clipping (0 = off)")
+    augment_pad: int = setting(4, "zero padding before the random crop (0 = no crop)")
+    augment_flip: bool = setting(True, "random horizontal flips")
+    cutout: int = setting(0, "cutout square size in pixels (0 = off)")
+
+    # bookkeeping
+    eval_every: int = setting(1, "epochs between test-set evaluations")
+    log_every: int = setting(50, "training steps between metric records")
+    checkpoint_every: int = setting(1, "epochs between checkpoints")
+
+
+CONFIG_CLASSES: dict[str, type[_Config]] = {"search": SearchConfig, "final": FinalConfig}
+
+
+# --------------------------------------------------------------------------------------------
+# Presets. PAPER is reference sec. 4, column by column; SMOKE shrinks it for digits on a CPU.
+# Only the keys that differ from the dataclass defaults would be needed; all table rows are
+# listed anyway so that each column can be read against the reference.
+# --------------------------------------------------------------------------------------------
+
+PAPER: dict[str, dict[str, dict[str, Any]]] = {
+    "search": {
+        "macro": dict(
+            dataset="cifar10", layers=12, channels=36, batch_size=128, epochs=310,
+            l2=2.5e-4, keep_prob=0.9, drop_path_keep=1.0, lr_max=0.05, lr_min=5e-4,
+            lr_t0=10, lr_tmul=2, controller_samples=20, controller_updates=50,
+            controller_lr=1e-3, tanh_constant=1.5, op_tanh_reduce=1.0,
+            skip_target=0.4, skip_weight=0.8,
+        ),
+        "micro": dict(
+            dataset="cifar10", layers=6, channels=20, num_blocks=5, batch_size=160, epochs=150,
+            l2=1e-4, keep_prob=0.9, drop_path_keep=0.6, lr_max=0.05, lr_min=5e-4,
+            lr_t0=10, lr_tmul=2, controller_samples=10, controller_updates=30,
+            controller_lr=3.5e-3, tanh_constant=1.1, op_tanh_reduce=2.5,
+            skip_weight=0.0,  # the skip penalty is a macro-controller term
+        ),
+    },
+    "final": {
+        "macro": dict(
+            dataset="cifar10", layers=24, channels=96, batch_size=100, epochs=310,
+            l2=2e-4, keep_prob=0.5, drop_path_keep=1.0, lr_max=0.05, lr_min=1e-3,
+            lr_t0=10, lr_tmul=2, aux_weight=0.0, cutout=0,
+        ),
+        "micro": dict(
+            dataset="cifar10", layers=15, channels=36, batch_size=144, epochs=630,
+            l2=2e-4, keep_prob=0.8, drop_path_keep=0.6, lr_max=0.05, lr_min=1e-4,
+            lr_t0=10, lr_tmul=2, aux_weight=0.4, cutout=16,  # cutout: the 2.89% result
+        ),
+    },
+}
+
+# Smoke = paper settings of the same space, overlaid with "all" and then the space's own keys.
+# digits images are 8x8 and not mirror-symmetric: no crop padding, no flips, no cutout, and
+# (micro) no auxiliary head, whose 5x5 pooling needs larger maps. One cosine cycle per run.
+# The final-training numbers are the ones to tune for ">= 90% test accuracy in about a minute".
+SMOKE_FINAL_EPOCHS = 20
+SMOKE: dict[str, dict[str, dict[str, Any]]] = {
+    "search": {
+        "all": dict(
+            dataset="digits", epochs=2, lr_t0=2, batch_size=64, channels=8,
+            augment_pad=0, augment_flip=False, cutout=0,
+            controller_samples=5, controller_updates=5,
+            derive_samples=10, derive_batches=2, log_every=5,
+        ),
+        "macro": dict(layers=4),
+        "micro": dict(layers=3, num_blocks=2),
+    },
+    "final": {
+        "all": dict(
+            dataset="digits", epochs=SMOKE_FINAL_EPOCHS, lr_t0=SMOKE_FINAL_EPOCHS,
+            batch_size=64, channels=16, lr_max=0.05, lr_min=1e-3, l2=2e-4,
+            keep_prob=1.0, drop_path_keep=1.0, aux_weight=0.0,
+            augment_pad=0, augment_flip=False, cutout=0, eval_every=5, log_every=10,
+        ),
+        "macro": dict(layers=4),  # replaced by the architecture's own layer count
+        "micro": dict(layers=3),
+    },
+}
+
+PRESETS = ("paper", "smoke")
+
+
+def preset_values(kind: str, preset: str, space: str) -> dict[str, Any]:
+    """The key/values a preset sets for a run kind and space."""
+    if preset not in PRESETS:
+        raise EnasError(f"unknown preset {preset!r}, expected one of {', '.join(PRESETS)}")
+    values = dict(PAPER[kind][space])
+    if preset == "smoke":
+        values.update(SMOKE[kind]["all"])
+        values.update(SMOKE[kind][space])
+    return values
+
+
+# --------------------------------------------------------------------------------------------
+# Value rules: each returns what is wrong, or None. Shared by both kinds (a rule applies when
+# the config has the field).
+# --------------------------------------------------------------------------------------------
+
+
+def _one_of(choices):
+    return lambda v: None if v in choices else f"is not one of {', '.join(map(str, choices))}"
+
+
+def _at_least(low):
+    return lambda v: None if v >= low else f"must be at least {low}"
+
+
+def _in_range(low, high, low_open=False, high_open=False):
+    def rule(v):
+        ok_low = v > low if low_open else v >= low
+        ok_high = v < high if high_open else v <= high
+        if ok_low and ok_high and math.isfinite(v):
+            return None
+        return f"must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+
+    return rule
+
+
+def _positive(v):
+    return None if v > 0 and math.isfinite(v) else "must be positive"
+
+
+def _non_negative(v):
+    return None if v >= 0 and math.isfinite(v) else "must not be negative"
+
+
+def _switch(v):
+    return None if v in (True, False, AUTO) else "must be auto, true or false"
+
+
+def _non_empty(v):
+    return None if v.strip() else "must not be empty"
+
+
+POSITIVE_INTS = (
+    "epochs", "batch_size", "layers", "channels", "num_blocks", "lr_t0", "lr_tmul", "val_size",
+    "controller_samples", "controller_updates", "lstm_size", "lstm_layers", "derive_samples",
+    "derive_batches", "log_every", "checkpoint_every", "eval_every",
+)
+RULES: dict[str, Any] = {
+    "space": _one_of(tuple(SPACES)),
+    "strategy": _one_of(STRATEGIES),
+    "dataset": _one_of(DATASETS),
+    "dtype": _one_of(DTYPES),
+    "device": _non_empty,
+    "channels_last": _switch,
+    "compile": _switch,
+    "seed": _at_least(0),
+    "augment_pad": _at_least(0),
+    "cutout": _at_least(0),
+    **{name: _at_least(1) for name in POSITIVE_INTS},
+    "keep_prob": _in_range(0, 1, low_open=True),
+    "drop_path_keep": _in_range(0, 1, low_open=True),
+    "momentum": _in_range(0, 1, high_open=True),
+    "baseline_decay": _in_range(0, 1, high_open=True),
+    "controller_beta1": _in_range(0, 1, high_open=True),
+    "oneshot_drop_max": _in_range(0, 1, high_open=True),
+    "oneshot_drop_ramp": _in_range(0, 1, low_open=True),
+    "skip_target": _in_range(0, 1, low_open=True, high_open=True),
+    "lr_max": _positive,
+    "controller_lr": _positive,
+    "controller_eps": _positive,
+    "op_tanh_reduce": _positive,
+    "temperature": _positive,
+    **{
+        name: _non_negative
+        for name in (
+            "lr_min", "l2", "grad_clip", "tanh_constant", "entropy_weight", "skip_weight",
+            "aux_weight",
+        )
+    },
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Types: TOML and CLI values are checked against the dataclass annotations.
+# --------------------------------------------------------------------------------------------
+
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+
+
+def _allowed_types(cls, key: str) -> tuple[type, ...]:
+    hint = typing.get_type_hints(cls)[key]
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        return typing.get_args(hint)
+    return (hint,)
+
+
+def coerce_value(cls, key: str, value: Any, source: str) -> Any:
+    """``value`` checked against the type of field ``key`` (ints widen to floats; switch
+    words become booleans); EnasError naming key, source and expected type otherwise."""
+    allowed = _allowed_types(cls, key)
+    if value is None and type(None) in allowed:
+        return None
+    if isinstance(value, bool):
+        if bool in allowed:
+            return value
+    elif isinstance(value, int):
+        if int in allowed:
+            return value
+        if float in allowed:
+            return float(value)
+    elif isinstance(value, float):
+        if float in allowed:
+            return value
+    elif isinstance(value, str):
+        if bool in allowed and value.lower() in SWITCH_WORDS:
+            return SWITCH_WORDS[value.lower()]
+        if str in allowed:
+            return value
+    expected = " or ".join(_TYPE_WORDS[t] for t in allowed if t in _TYPE_WORDS)
+    if bool in allowed and str in allowed:
+        expected = 'true, false or "auto"'
+    raise EnasError(
+        f"{source}: {key} = {short_repr(value)} has type {type(value).__name__}, "
+        f"expected {expected}"
+    )
+
+
+def check_known_key(cls, key: str, source: str, table: str | None = None) -> None:
+    if key in cls.field_names():
+        return
+    close = difflib.get_close_matches(key, cls.field_names(), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; it is not a {cls.kind} setting"
+    where = f" in [{table}]" if table else ""
+    raise EnasError(f"{source}: unknown key {key!r}{where}{hint}")
+
+
+def short_repr(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------------
+# TOML reading and writing.
+# --------------------------------------------------------------------------------------------
+
+
+def read_toml_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise EnasError(f"{path}: config file not found; check the --config path") from None
+    except IsADirectoryError:
+        raise EnasError(f"{path}: is a folder; --config takes a .toml file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise EnasError(f"{path}: not valid TOML ({e}); fix the syntax") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise EnasError(f"{path}: cannot read the config file ({e})") from None
+
+
+def load_toml_values(cls, path: str | Path) -> dict[str, Any]:
+    """The values a TOML file sets for config class ``cls``, type-checked.
+
+    The file is either flat (every top-level key is a setting of this kind) or has
+    ``[search]`` and/or ``[final]`` tables; top-level keys then apply to both kinds and the
+    kind's own table wins. The other kind's table is checked for unknown keys too, so a typo
+    is reported whichever kind of run reads the file.
+    """
+    source = str(path)
+    document = read_toml_file(path)
+    values: dict[str, Any] = {}
+    own_table: dict[str, Any] = {}
+    for key, value in document.items():
+        if key in CONFIG_CLASSES and isinstance(value, dict):
+            other = CONFIG_CLASSES[key]
+            for inner in value:
+                check_known_key(other, inner, source, table=key)
+            if other is cls:
+                own_table = value
+            continue
+        check_known_key(cls, key, source)
+        values[key] = coerce_value(cls, key, value, source)
+    for key, value in own_table.items():
+        values[key] = coerce_value(cls, key, value, f"{source} [{cls.kind}]")
+    return values
+
+
+def toml_value(value: Any) -> str:
+    """One scalar as TOML text (str, int, float, bool)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)  # always has "." or "e", so TOML reads it back as a float
+    if isinstance(value, str):
+        return '"' + "".join(_toml_char(c) for c in value) + '"'
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+_TOML_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n",
+                 "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_char(c: str) -> str:
+    if c in _TOML_ESCAPES:
+        return _TOML_ESCAPES[c]
+    if ord(c) < 0x20 or ord(c) == 0x7F:  # other control characters must be escaped
+        return f"\\u{ord(c):04x}"
+    return c
+
+
+# --------------------------------------------------------------------------------------------
+# Resolution.
+# --------------------------------------------------------------------------------------------
+
+COMMAND_LINE = "command line"
+
+
+def _parse_arch(space: str, arch: Any):
+    """An architecture object from an object or its integer text (an optional space word first)."""
+    if not isinstance(arch, str):
+        if getattr(arch, "space", None) != space:
+            raise EnasError(
+                f"the architecture is a {getattr(arch, 'space', '?')} architecture but the "
+                f"space is {space}; pass --space {getattr(arch, 'space', '?')}"
+            )
+        return arch
+    tokens = arch.split()
+    if tokens and tokens[0] in SPACES:
+        if tokens[0] != space:
+            raise EnasError(
+                f"arch: a {tokens[0]} architecture but the space is {space}; "
+                f"pass --space {tokens[0]}"
+            )
+        tokens = tokens[1:]
+    try:
+        ints = [int(t) for t in tokens]
+    except ValueError:
+        raise EnasError(
+            f"arch: expected whitespace-separated integers, found {short_repr(arch)}"
+        ) from None
+    try:
+        return space_class(space).from_ints(ints)
+    except EnasError as e:
+        raise EnasError(f"arch: {e}") from None
+
+
+def _resolve(cls, preset, space, config_file, overrides, arch=None):
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    for key in overrides:
+        if key not in cls.field_names():  # the CLI maps its options onto fields: a bug here
+            raise ValueError(f"override {key!r} is not a {cls.kind} config field")
+    file_values = load_toml_values(cls, config_file) if config_file is not None else {}
+    arch_space = None if arch is None or isinstance(arch, str) else getattr(arch, "space", None)
+    space = overrides.get("space") or space or file_values.get("space") or arch_space or "macro"
+    if space not in SPACES:
+        raise EnasError(f"unknown space {space!r}, expected one of {', '.join(SPACES)}")
+
+    values: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+
+    def layer(new_values: Mapping[str, Any], origin: str) -> None:
+        for key, value in new_values.items():
+            values[key] = coerce_value(cls, key, value, origin)
+            origins[key] = origin
+
+    layer(preset_values(cls.kind, preset, space), f"preset {preset!r}")
+    layer(file_values, str(config_file))
+    layer(overrides, COMMAND_LINE)
+    layer({"space": space}, origins.get("space", COMMAND_LINE))
+    if arch is not None:
+        layer({"arch": arch if isinstance(arch, str) else arch.format()}, "arch")
+
+    if "arch" in cls.field_names() and values.get("arch") is not None:
+        parsed = _parse_arch(space, values["arch"])
+        values["arch"] = parsed.format()  # canonical one-line text
+        if space == "macro":
+            _take_layers_from_arch(parsed.num_layers, values, origins)
+
+    config = cls(**values)
+    config.validate(origins)
+    return config
+
+
+def _take_layers_from_arch(num_layers: int, values: dict, origins: dict) -> None:
+    """A macro network has exactly the architecture's layers: the count is not a free knob."""
+    origin = origins.get("layers", "preset")
+    given_by_user = not origin.startswith("preset")
+    if given_by_user and values["layers"] != num_layers:
+        raise EnasError(
+            f"{origin}: layers = {values['layers']} but the macro architecture has "
+            f"{num_layers} layers; drop the layers setting"
+        )
+    values["layers"] = num_layers
+    origins["layers"] = "arch"
+
+
+def resolve_search_config(
+    preset: str = "paper",
+    space: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> SearchConfig:
+    """defaults < ``preset`` for ``space`` < ``config_file`` < ``overrides`` (None = not given).
+
+    ``space`` picks the preset column; when None it comes from the overrides, then the
+    file, else "macro".
+    """
+    return _resolve(SearchConfig, preset, space, config_file, overrides)
+
+
+def resolve_final_config(
+    preset: str = "paper",
+    space: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    arch: Any = None,
+) -> FinalConfig:
+    """As :func:`resolve_search_config`, for final training of ``arch``.
+
+    ``arch`` (an architecture object or its integer text; else the ``arch`` key of the file or
+    overrides) is stored in canonical text. For the macro space it fixes ``layers`` to the
+    architecture's own count; a different explicit ``layers`` is an error.
+    """
+    return _resolve(FinalConfig, preset, space, config_file, overrides, arch)

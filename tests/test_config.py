@@ -1,0 +1,263 @@
+"""Run configuration: presets equal the reference table, layered resolution, TOML in and out."""
+
+import tomllib
+
+import pytest
+
+from enastool.config import (
+    FinalConfig,
+    SearchConfig,
+    resolve_final_config,
+    resolve_search_config,
+    toml_value,
+)
+from enastool.errors import EnasError
+
+AUTHORS_MACRO_12 = "0 3 0 0 1 0 2 0 0 1 2 0 0 0 0 3 1 1 0 1 0"  # the first 6 layers of sec. 3
+
+# Reference sec. 4, column by column.
+PAPER_SEARCH = {
+    "macro": dict(
+        layers=12, channels=36, batch_size=128, epochs=310, l2=2.5e-4, keep_prob=0.9,
+        lr_max=0.05, lr_min=5e-4, lr_t0=10, lr_tmul=2, controller_samples=20,
+        controller_updates=50, controller_lr=1e-3, tanh_constant=1.5, skip_target=0.4,
+        skip_weight=0.8,
+    ),
+    "micro": dict(
+        layers=6, channels=20, num_blocks=5, batch_size=160, epochs=150, l2=1e-4,
+        keep_prob=0.9, drop_path_keep=0.6, lr_max=0.05, lr_min=5e-4, lr_t0=10, lr_tmul=2,
+        controller_samples=10, controller_updates=30, controller_lr=3.5e-3,
+        tanh_constant=1.1, op_tanh_reduce=2.5,
+    ),
+}
+PAPER_FINAL = {
+    "macro": dict(
+        layers=24, channels=96, batch_size=100, epochs=310, l2=2e-4, keep_prob=0.5,
+        lr_max=0.05, lr_min=1e-3, lr_t0=10, lr_tmul=2, aux_weight=0.0, cutout=0,
+    ),
+    "micro": dict(
+        layers=15, channels=36, batch_size=144, epochs=630, l2=2e-4, keep_prob=0.8,
+        drop_path_keep=0.6, lr_max=0.05, lr_min=1e-4, lr_t0=10, lr_tmul=2, aux_weight=0.4,
+        cutout=16,
+    ),
+}
+# Sec. 4 "Common" row, for both spaces and both kinds.
+COMMON = dict(momentum=0.9, nesterov=True, grad_clip=5.0, dataset="cifar10")
+CONTROLLER_COMMON = dict(
+    lstm_size=64, lstm_layers=1, controller_beta1=0.0, controller_eps=1e-3,
+    entropy_weight=1e-4, baseline_decay=0.99,
+)
+
+
+@pytest.mark.parametrize("space", ["macro", "micro"])
+def test_paper_search_preset_is_the_reference_table(space):
+    config = resolve_search_config("paper", space)
+    expected = {**PAPER_SEARCH[space], **COMMON, **CONTROLLER_COMMON, "space": space}
+    assert {key: getattr(config, key) for key in expected} == expected
+
+
+@pytest.mark.parametrize("space", ["macro", "micro"])
+def test_paper_final_preset_is_the_reference_table(space):
+    config = resolve_final_config("paper", space)
+    expected = {**PAPER_FINAL[space], **COMMON, "space": space}
+    assert {key: getattr(config, key) for key in expected} == expected
+    assert (config.compile, config.dtype, config.channels_last) == ("auto", "auto", "auto")
+
+
+def test_paper_macro_has_no_drop_path_and_micro_no_skip_penalty():
+    assert resolve_search_config("paper", "macro").drop_path_keep == 1.0
+    assert resolve_final_config("paper", "macro").drop_path_keep == 1.0
+    assert resolve_search_config("paper", "micro").skip_weight == 0.0
+
+
+def test_smoke_is_tiny_digits_and_keeps_the_space_recipe():
+    search = resolve_search_config("smoke", "micro")
+    assert (search.dataset, search.epochs) == ("digits", 2)
+    assert (search.channels, search.num_blocks) == (8, 2)
+    assert (search.controller_samples, search.controller_updates) == (5, 5)
+    assert search.batch_size == 64 and search.layers <= 4
+    assert search.augment_flip is False  # digits are not mirror-symmetric
+    assert (search.tanh_constant, search.op_tanh_reduce) == (1.1, 2.5)  # micro controller
+    final = resolve_final_config("smoke", "micro")
+    assert final.dataset == "digits" and final.aux_weight == 0.0
+    assert final.lr_t0 == final.epochs  # one cosine cycle that ends at lr_min
+
+
+def test_macro_final_layers_come_from_the_architecture():
+    config = resolve_final_config("smoke", "macro", arch=AUTHORS_MACRO_12)
+    assert config.layers == 6
+    assert config.arch == AUTHORS_MACRO_12
+    assert resolve_final_config("paper", "macro", arch="macro " + AUTHORS_MACRO_12).layers == 6
+    conflict = r"command line: layers = 24 but the macro architecture has 6 layers"
+    with pytest.raises(EnasError, match=conflict):
+        resolve_final_config("smoke", "macro", overrides={"layers": 24}, arch=AUTHORS_MACRO_12)
+    # the same count given explicitly is fine
+    same = resolve_final_config("smoke", "macro", overrides={"layers": 6}, arch=AUTHORS_MACRO_12)
+    assert same.layers == 6
+
+
+def test_architecture_must_match_the_space():
+    with pytest.raises(EnasError, match=r"arch: token 1"):
+        resolve_final_config("paper", "macro", arch="9")
+    with pytest.raises(EnasError, match=r"micro architecture but the space is macro"):
+        resolve_final_config("paper", "macro", arch="micro " + "0 0 0 0 " * 2)
+
+
+def test_precedence_default_preset_file_override(tmp_path):
+    assert SearchConfig().epochs == 310 and SearchConfig().log_every == 50
+    config_file = tmp_path / "run.toml"
+    config_file.write_text("epochs = 7\nchannels = 12\nseed = 3\n")
+    config = resolve_search_config(
+        "smoke", "macro", config_file, overrides={"channels": 16, "seed": None}
+    )
+    assert config.log_every == 5  # preset beats default
+    assert config.epochs == 7  # file beats preset
+    assert config.channels == 16  # option beats file
+    assert config.seed == 3  # None means "option not given"
+    assert config.batch_size == 64  # preset, untouched
+    assert config.nesterov is True  # default, untouched
+
+
+def test_tables_select_the_kind_and_beat_top_level_keys(tmp_path):
+    config_file = tmp_path / "both.toml"
+    config_file.write_text(
+        'seed = 5\nepochs = 9\n[search]\nepochs = 3\ncontroller_lr = 0.01\n'
+        '[final]\nepochs = 40\naux_weight = 0.2\n'
+    )
+    search = resolve_search_config("paper", "micro", config_file)
+    final = resolve_final_config("paper", "micro", config_file)
+    assert (search.seed, search.epochs, search.controller_lr) == (5, 3, 0.01)
+    assert (final.seed, final.epochs, final.aux_weight) == (5, 40, 0.2)
+
+
+def test_integers_widen_to_floats_and_switch_words_become_booleans(tmp_path):
+    config_file = tmp_path / "c.toml"
+    config_file.write_text('l2 = 0\n[final]\ncompile = "off"\nchannels_last = true\n')
+    final = resolve_final_config("paper", "micro", config_file)
+    assert final.l2 == 0.0 and isinstance(final.l2, float)
+    assert final.compile is False and final.channels_last is True
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    config_file = tmp_path / "typo.toml"
+    config_file.write_text("epoch = 3\n")
+    with pytest.raises(EnasError) as info:
+        resolve_search_config("paper", "macro", config_file)
+    message = str(info.value)
+    assert message == f"{config_file}: unknown key 'epoch'; did you mean 'epochs'?"
+    assert "\n" not in message
+
+
+def test_unknown_key_in_the_other_kinds_table_is_reported_too(tmp_path):
+    config_file = tmp_path / "t.toml"
+    config_file.write_text("[final]\naux_wieght = 0.4\n")
+    expected = r"unknown key 'aux_wieght' in \[final\]; did you mean 'aux_weight'"
+    with pytest.raises(EnasError, match=expected):
+        resolve_search_config("paper", "micro", config_file)
+
+
+def test_search_only_key_is_unknown_to_final(tmp_path):
+    config_file = tmp_path / "flat.toml"
+    config_file.write_text("controller_lr = 0.01\n")
+    with pytest.raises(EnasError, match=r"unknown key 'controller_lr'; it is not a final setting"):
+        resolve_final_config("paper", "macro", config_file)
+
+
+def test_wrong_type_names_key_file_and_expected_type(tmp_path):
+    config_file = tmp_path / "types.toml"
+    config_file.write_text('epochs = "ten"\n')
+    with pytest.raises(EnasError) as info:
+        resolve_search_config("paper", "macro", config_file)
+    assert str(info.value) == f"{config_file}: epochs = 'ten' has type str, expected an integer"
+    config_file.write_text("lr_max = true\n")
+    with pytest.raises(EnasError, match=r"lr_max = True has type bool, expected a number"):
+        resolve_search_config("paper", "macro", config_file)
+    config_file.write_text("[search]\nepochs = 2.5\n")
+    expected = r"\[search\]: epochs = 2.5 has type float, expected an integer"
+    with pytest.raises(EnasError, match=expected):
+        resolve_search_config("paper", "macro", config_file)
+
+
+def test_missing_and_malformed_files_are_user_errors(tmp_path):
+    with pytest.raises(EnasError, match=r"nope.toml: config file not found"):
+        resolve_search_config("paper", "macro", tmp_path / "nope.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("epochs = \n")
+    with pytest.raises(EnasError, match=r"broken.toml: not valid TOML"):
+        resolve_search_config("paper", "macro", broken)
+
+
+def test_invalid_values_name_their_origin(tmp_path):
+    config_file = tmp_path / "v.toml"
+    config_file.write_text("keep_prob = 1.5\n")
+    with pytest.raises(EnasError, match=r"v.toml: keep_prob = 1.5 must be in \(0, 1\]"):
+        resolve_search_config("paper", "macro", config_file)
+    expected = r"command line: strategy = 'darts' is not one of enas, random, oneshot"
+    with pytest.raises(EnasError, match=expected):
+        resolve_search_config("paper", "macro", overrides={"strategy": "darts"})
+    with pytest.raises(EnasError, match=r"lr_min = 0.5 must not exceed lr_max"):
+        resolve_search_config("paper", "macro", overrides={"lr_min": 0.5})
+    with pytest.raises(EnasError, match=r"unknown preset 'huge'"):
+        resolve_search_config("huge", "macro")
+    with pytest.raises(EnasError, match=r"unknown space 'rnn'"):
+        resolve_search_config("paper", "rnn")
+
+
+def test_space_comes_from_the_file_when_not_given(tmp_path):
+    config_file = tmp_path / "s.toml"
+    config_file.write_text('space = "micro"\n')
+    config = resolve_search_config("paper", None, config_file)
+    assert (config.space, config.layers, config.channels) == ("micro", 6, 20)
+
+
+@pytest.mark.parametrize("kind", ["search", "final"])
+def test_written_toml_reads_back_to_the_same_config(tmp_path, kind):
+    resolve = resolve_search_config if kind == "search" else resolve_final_config
+    config = resolve("smoke", "micro", overrides={"data_dir": 'C:\\data "x"\tü', "seed": 11})
+    path = tmp_path / "config.toml"
+    config.write_toml(path)
+    text = path.read_text()
+    assert f"[{kind}]" in text and "# seed of every random number generator" in text
+    assert type(config).read_toml(path) == config
+    # and the same file works as --config for a new run of that kind
+    assert resolve("paper", "micro", path) == config
+
+
+def test_none_values_are_left_out_of_the_toml(tmp_path):
+    config = resolve_search_config("paper", "macro")
+    assert config.data_dir is None
+    data = tomllib.loads(config.to_toml())["search"]
+    assert "data_dir" not in data and "val_size" not in data
+    assert data["l2"] == 2.5e-4 and data["nesterov"] is True
+
+
+def test_json_round_trip_and_partial_dicts():
+    config = resolve_final_config("paper", "micro")
+    assert FinalConfig.from_dict(config.to_dict()) == config
+    partial = FinalConfig.from_dict({"epochs": 3}, source="x.json")
+    assert partial.epochs == 3 and partial.batch_size == FinalConfig().batch_size
+    with pytest.raises(EnasError, match=r"x.json: unknown key 'epochz'"):
+        FinalConfig.from_dict({"epochz": 3}, source="x.json")
+
+
+def test_toml_scalar_writer():
+    assert [toml_value(v) for v in (True, 3, 2.5e-4, 1e22, float("inf"))] == [
+        "true", "3", "0.00025", "1e+22", "inf",
+    ]
+    assert toml_value('a"b\\c\n\x01') == '"a\\"b\\\\c\\n\\u0001"'
+    for value in (0.1, 1e-05, 3.0, 'q"\\\x7f'):
+        assert tomllib.loads(f"v = {toml_value(value)}")["v"] == value
+
+
+def test_every_field_has_a_description():
+    for cls in (SearchConfig, FinalConfig):
+        assert all(cls.help(name) for name in cls.field_names())
+
+
+def test_config_module_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, enastool.config; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "False"

@@ -1,0 +1,222 @@
+"""The run directory: config files, metrics, atomic checkpoints, RNG state and signals."""
+
+import json
+import os
+import random
+import signal
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from enastool.config import FinalConfig, SearchConfig, resolve_final_config, resolve_search_config
+from enastool.errors import EnasError
+from enastool.runs import (
+    GracefulInterrupt,
+    RunDir,
+    capture_rng_state,
+    check_checkpoint_state,
+    restore_rng_state,
+)
+
+
+@pytest.fixture
+def config():
+    return resolve_search_config("smoke", "micro", overrides={"seed": 7})
+
+
+@pytest.fixture
+def run(tmp_path, config):
+    return RunDir.create(tmp_path / "run", config, command=["enastool", "search"])
+
+
+def test_create_writes_config_and_run_info(run, config):
+    names = sorted(p.name for p in run.path.iterdir())
+    assert names == ["config.json", "config.toml", "run.json"]
+    info = json.loads((run.path / "run.json").read_text())
+    assert info["kind"] == "search" and info["command"] == ["enastool", "search"]
+    assert info["format"] == 1 and info["created"].endswith("+00:00")
+    assert SearchConfig.read_toml(run.path / "config.toml") == config
+    assert SearchConfig.read_json(run.path / "config.json") == config
+
+
+def test_create_refuses_a_non_empty_directory(tmp_path, config):
+    target = tmp_path / "busy"
+    target.mkdir()
+    (target / "notes.txt").write_text("mine")
+    with pytest.raises(EnasError) as info:
+        RunDir.create(target, config)
+    assert str(info.value) == (
+        f"{target} exists and is not empty; use --resume {target} to continue it "
+        "or choose another --out"
+    )
+    assert (target / "notes.txt").read_text() == "mine"
+
+
+def test_create_accepts_an_empty_existing_directory(tmp_path, config):
+    target = tmp_path / "empty"
+    target.mkdir()
+    assert RunDir.create(target, config).kind == "search"
+
+
+def test_open_loads_the_config_and_names_a_missing_file(run, config, tmp_path):
+    reopened = RunDir.open(run.path)
+    assert reopened.config == config and reopened.kind == "search"
+    with pytest.raises(EnasError, match=r"is a search run, expected a final run"):
+        RunDir.open(run.path, kind="final")
+    (run.path / "config.json").unlink()
+    expected = r"config.json is missing: .* is not an enastool run directory"
+    with pytest.raises(EnasError, match=expected):
+        RunDir.open(run.path)
+    with pytest.raises(EnasError, match=r"no such run directory"):
+        RunDir.open(tmp_path / "absent")
+
+
+def test_final_run_round_trips_its_architecture(tmp_path):
+    config = resolve_final_config("smoke", "macro", arch="0 3 0 0 1 0")
+    run = RunDir.create(tmp_path / "final", config)
+    reopened = RunDir.open(run.path)
+    assert reopened.kind == "final" and isinstance(reopened.config, FinalConfig)
+    assert (reopened.config.arch, reopened.config.layers) == ("0 3 0 0 1 0", 3)
+
+
+def test_metrics_append_read_and_truncate(run):
+    for step in (10, 20, 30, 40):
+        run.log({"step": step, "loss": np.float32(1.0 / step), "acc": torch.tensor(0.5)})
+    run.log({"event": "derive"})  # records without a step are kept
+    records = run.read_metrics()
+    assert [r.get("step") for r in records] == [10, 20, 30, 40, None]
+    assert records[0]["loss"] == pytest.approx(0.1) and records[0]["acc"] == 0.5
+    assert run.truncate_after(20) == 2
+    assert [r.get("step") for r in run.read_metrics()] == [10, 20, None]
+
+
+def test_torn_last_metric_line_is_dropped(run):
+    run.log({"step": 1, "loss": 2.0})
+    with run.metrics_path.open("a") as handle:
+        handle.write('{"step": 2, "lo')  # crash in the middle of a write
+    assert run.read_metrics() == [{"step": 1, "loss": 2.0}]
+    run.truncate_after(5)
+    run.log({"step": 2, "loss": 1.0})
+    assert [r["step"] for r in run.read_metrics()] == [1, 2]
+
+
+def test_checkpoint_round_trip_with_rng_state_under_weights_only(run):
+    torch.manual_seed(0)
+    random.seed(1)
+    np.random.seed(2)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    model(torch.randn(4, 3)).sum().backward()
+    optimizer.step()
+    state = {
+        "step": 12, "epoch": 1.5, "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(), "rng": capture_rng_state(),
+    }
+    path = run.save_checkpoint("last.pt", state)
+    expected = (torch.rand(3), random.random(), np.random.rand(3))
+
+    loaded = torch.load(path, weights_only=True)  # the strict loader accepts it
+    assert loaded["step"] == 12
+    restored = run.load_checkpoint("last.pt")
+    restore_rng_state(restored["rng"])
+    again = (torch.rand(3), random.random(), np.random.rand(3))
+    assert torch.equal(expected[0], again[0])
+    assert expected[1] == again[1]
+    assert np.array_equal(expected[2], again[2])
+    assert torch.equal(restored["model"]["weight"], model.weight.detach())
+    fresh = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    fresh.load_state_dict(restored["optimizer"])
+
+
+def test_atomic_save_leaves_no_temporary_files(run):
+    run.save_checkpoint("last.pt", {"step": 1})
+    run.save_checkpoint("last.pt", {"step": 2})
+    assert sorted(p.name for p in run.path.iterdir()) == [
+        "config.json", "config.toml", "last.pt", "run.json",
+    ]
+    assert run.load_checkpoint()["step"] == 2
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])
+def test_failed_save_keeps_the_old_checkpoint(run, monkeypatch, error):
+    run.save_checkpoint("last.pt", {"step": 1, "w": torch.ones(2)})
+    real_save = torch.save
+
+    def failing_save(obj, handle):
+        real_save(obj, handle)  # part of the data reaches the temporary file, then it fails
+        raise error
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(type(error)):
+        run.save_checkpoint("last.pt", {"step": 2, "w": torch.zeros(2)})
+    monkeypatch.undo()
+    assert not [p for p in run.path.iterdir() if p.name.endswith(".tmp")]
+    state = run.load_checkpoint("last.pt")
+    assert state["step"] == 1 and torch.equal(state["w"], torch.ones(2))
+
+
+def test_missing_or_corrupt_checkpoint_names_the_file(run):
+    with pytest.raises(EnasError, match=r"best.pt: checkpoint not found"):
+        run.load_checkpoint("best.pt")
+    run.save_checkpoint("last.pt", {"step": 3, "w": torch.ones(100)})
+    path = run.path / "last.pt"
+    path.write_bytes(path.read_bytes()[:50])  # truncated
+    with pytest.raises(EnasError, match=r"last.pt: not a readable checkpoint .*delete it"):
+        run.load_checkpoint("last.pt")
+
+
+class Opaque:
+    """Pickled by reference: only the unsafe unpickler could rebuild it."""
+
+
+def test_non_weights_only_checkpoint_is_refused_on_load(run):
+    torch.save({"thing": Opaque()}, run.path / "odd.pt")
+    with pytest.raises(EnasError, match=r"odd.pt: not a readable checkpoint"):
+        run.load_checkpoint("odd.pt")
+
+
+def test_unsafe_state_is_refused_at_save_time(run):
+    with pytest.raises(TypeError, match=r"state\['extra'\]\['when'\] is a set"):
+        run.save_checkpoint("last.pt", {"extra": {"when": {1}}})
+    with pytest.raises(TypeError, match=r"is a float64"):
+        check_checkpoint_state({"x": np.float64(1.0)})
+    with pytest.raises(ValueError):
+        run.save_checkpoint("../escape.pt", {})
+
+
+def test_sigterm_sets_the_flag_and_exit_code_and_handlers_are_restored():
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    with GracefulInterrupt() as guard:
+        assert not guard.interrupted and guard.exit_code is None
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert guard.interrupted
+        assert guard.signal_number == signal.SIGTERM
+        assert guard.exit_code == 143
+    after = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    assert after == before
+
+
+def test_second_signal_raises_keyboard_interrupt():
+    with GracefulInterrupt() as guard:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert guard.exit_code == 130
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_graceful_interrupt_is_a_no_op_outside_the_main_thread():
+    before = signal.getsignal(signal.SIGTERM)
+    seen = {}
+
+    def worker():
+        with GracefulInterrupt() as guard:
+            seen["handler"] = signal.getsignal(signal.SIGTERM)
+            seen["interrupted"] = guard.interrupted
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert seen == {"handler": before, "interrupted": False}
