@@ -1,0 +1,410 @@
+"""Final training of a fixed architecture from scratch (reference sec. 4, "final" columns).
+
+One run = one run directory. The loop is plain SGD (momentum 0.9, Nesterov) with the cosine
+warm-restart learning rate set before every step from the fractional epoch, so nothing but
+the counters in the checkpoint is needed to resume exactly. Choices where the reference is
+silent or wrong:
+
+- Weight decay (``config.l2``) applies to conv and linear kernels only (parameters with more
+  than one dimension). BatchNorm scales/shifts and biases are exempt: decaying a BN scale that
+  feeds another BN changes nothing but the effective learning rate. (The authors' TF code adds
+  ``l2 * sum(w**2)`` over every variable, which is a weight decay of ``2 * l2``.)
+- Gradient clipping is really applied (``clip_grad_norm_`` at ``config.grad_clip``; 0 = off),
+  unlike the authors' code, which computed the clipped gradients and then ignored them.
+- The auxiliary head is trained like every other parameter; its loss weight is
+  ``config.aux_weight``.
+- Training loss/accuracy in the logs are running means over the log interval, measured on
+  rank 0's shard; the test figures cover the whole test set on every rank.
+- A step never waits for the device: loss and correct counts accumulate as device tensors and
+  are read (``.item()``) only when a log line is due.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..data import Augment, DeviceLoader, load_dataset
+from ..errors import EnasError
+from ..runs import BEST_CHECKPOINT as BEST
+from ..runs import LAST_CHECKPOINT as LAST
+from ..runs import capture_rng_state, restore_rng_state, write_text_atomic
+from . import distributed
+from .device import autocast, autocast_dtype, needs_grad_scaler, use_channels_last, use_compile
+from .evaluate import ARCH_FILE, arch_record, build_network, evaluate_network, network_output
+from .schedule import CosineWarmRestarts, set_lr
+CHECKPOINT_VERSION = 1
+EVAL_BATCH_MULTIPLIER = 2  # no activations kept for backward at test time: bigger batches fit
+RANK_SEED_STRIDE = 1_000_003  # keeps (rank, step) reseeds of different ranks apart
+
+Callback = Callable[[dict], None]
+
+
+@dataclass
+class Progress:
+    """The counters a checkpoint restores. ``epoch`` is the epoch in progress (0-based)."""
+
+    epoch: int = 0
+    step: int = 0  # optimizer steps taken since the start of the run
+    best_accuracy: float = -1.0  # -1: not evaluated yet
+    best_epoch: int = 0
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class RunningMeter:
+    """Sums of loss, correct and images kept on the device between log lines."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        self.images = 0
+        self.started = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, images: int) -> None:
+        self.loss_sum += loss.double() * images
+        self.correct += correct
+        self.images += images
+
+    def read(self) -> dict:
+        """Means since the last reset (this is the one host-device sync of a log interval)."""
+        seconds = max(time.perf_counter() - self.started, 1e-9)
+        images = max(self.images, 1)
+        return {
+            "loss": self.loss_sum.item() / images,
+            "acc": self.correct.item() / images,
+            "seconds": seconds,
+        }
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Kernels get weight decay; BatchNorm parameters and biases (1-d tensors) do not."""
+    decay, exempt = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim > 1 else exempt).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": exempt, "weight_decay": 0.0},
+    ]
+
+
+class FinalTrainer:
+    """Builds everything a final-training run needs and runs its epochs."""
+
+    def __init__(self, arch, config, run, *, callback: Callback | None, interrupt):
+        self.arch = arch
+        self.config = config
+        self.run = run
+        self.callback = callback
+        self.interrupt = interrupt
+        self.dist, self.device = distributed.init_distributed(config.device)
+        self.dtype = autocast_dtype(config, self.device)
+        self.channels_last = use_channels_last(config, self.device)
+        self.compiled = use_compile(config, self.device)
+        if self.dist.is_main and run is None:
+            raise ValueError("train_final: rank 0 needs a RunDir")
+        self._build()
+
+    # ------------------------------------------------------------------ setup
+    def _build(self) -> None:
+        config = self.config
+        splits = load_dataset(config.dataset, config.data_dir, purpose="final")
+        self.info = splits.info
+        # The test split moves to the device once (uint8: 4x smaller than normalised floats).
+        self.test_images = splits.test.images.to(self.device)
+        self.test_labels = splits.test.labels.to(self.device)
+        # Different ranks get different dropout / drop-path masks; DDP overwrites the initial
+        # weights of ranks > 0 with rank 0's, so the model still starts equal everywhere.
+        torch.manual_seed(config.seed + self.dist.rank)
+        model = build_network(self.arch, config, self.info.channels, self.info.num_classes)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=memory_format)
+        self.loader = self._train_loader(splits.train)
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise EnasError(
+                f"--batch-size {config.batch_size} x {self.dist.world_size} process(es) is larger "
+                f"than the {splits.train.num_examples} training images of {config.dataset}; lower it"
+            )
+        self.optimizer = torch.optim.SGD(
+            parameter_groups(self.model, config.l2),
+            lr=config.lr_max,
+            momentum=config.momentum,
+            nesterov=config.nesterov,
+        )
+        self.schedule = CosineWarmRestarts.from_config(config)
+        # Loss scaling only for float16; disabled it passes everything through unchanged.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.dtype))
+        # Evaluation uses the bare module: DDP's forward is a collective, and ranks score
+        # test shards of unequal length. Training steps go through DDP when there is one.
+        self.eval_model = torch.compile(self.model) if self.compiled else self.model
+        wrapped = distributed.wrap_ddp(self.model, self.device)
+        if wrapped is self.model:
+            self.step_model = self.eval_model
+        else:
+            self.step_model = torch.compile(wrapped) if self.compiled else wrapped
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.progress = Progress()
+        self.last_test: dict | None = None  # the latest test-set figures
+        self.last_saved_step: int | None = None  # step of the newest last.pt
+
+    def _train_loader(self, train) -> DeviceLoader:
+        """The training loader. Every rank draws the same global batch of batch_size x world_size
+        images from the same seed and keeps its own slice (see distributed.shard_batch)."""
+        config, info = self.config, self.info
+        images, labels = train
+        augment = Augment(pad=config.augment_pad, flip=config.augment_flip, cutout=config.cutout)
+        return DeviceLoader(
+            images,
+            labels,
+            batch_size=config.batch_size * self.dist.world_size,
+            device=self.device,
+            mean=info.mean,
+            std=info.std,
+            train=True,
+            augment=augment,
+            drop_last=True,  # equal batch counts on every rank and equal steps per epoch
+            seed=config.seed,
+            channels_last=self.channels_last,
+        )
+
+    # ------------------------------------------------------------------ events and I/O
+    def _emit(self, event: dict) -> None:
+        if self.dist.is_main and self.callback is not None:
+            self.callback(event)
+
+    def _log(self, record: dict) -> None:
+        if self.dist.is_main:
+            self.run.log(record)
+
+    def _checkpoint_state(self) -> dict:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "loader": self.loader.state_dict(),
+            "rng": capture_rng_state(),
+            "progress": self.progress.to_dict(),
+            "epoch": self.progress.epoch,
+            "step": self.progress.step,
+            "best_accuracy": self.progress.best_accuracy,
+            "arch": arch_record(self.arch),
+            "network": {"in_channels": self.info.channels, "num_classes": self.info.num_classes},
+        }
+
+    def _save(self, name: str) -> None:
+        if not self.dist.is_main:
+            return
+        if name == LAST and self.last_saved_step == self.progress.step:
+            return  # already written at this step (epoch end followed by an interrupt)
+        self.run.save_checkpoint(name, self._checkpoint_state())
+        if name == LAST:
+            self.last_saved_step = self.progress.step
+        self._emit({"kind": "checkpoint", "name": name, "epoch": self.progress.epoch,
+                    "step": self.progress.step})
+
+    def _restore(self) -> None:
+        state = self.run.load_checkpoint(LAST)
+        if state.get("arch") != arch_record(self.arch):
+            raise EnasError(
+                f"{Path(self.run.path) / LAST}: it was trained on another architecture; "
+                "resume with the architecture of the run (its arch.txt)"
+            )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.loader.load_state_dict(state["loader"])
+        self.progress = Progress(**state["progress"])
+        restore_rng_state(state["rng"])
+        if self.dist.rank > 0:  # the checkpoint holds rank 0's generators: move off them
+            torch.manual_seed(self.config.seed + self.dist.rank * RANK_SEED_STRIDE + self.progress.step)
+        # A crash between a log line and the next checkpoint leaves lines from the future.
+        if self.dist.is_main:
+            self.run.truncate_after(self.progress.step)
+
+    def _write_arch(self) -> None:
+        if self.dist.is_main:
+            write_text_atomic(self.run.file(ARCH_FILE), arch_record(self.arch) + "\n")
+
+    # ------------------------------------------------------------------ the loop
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with autocast(self.device, self.dtype):
+            logits, aux_logits = network_output(self.step_model(x))
+            loss = F.cross_entropy(logits.float(), y)
+            if aux_logits is not None and self.config.aux_weight > 0:
+                loss = loss + self.config.aux_weight * F.cross_entropy(aux_logits.float(), y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach(), (logits.detach().argmax(dim=1) == y).sum()
+
+    def _set_lr(self, epoch_float: float) -> float:
+        lr = self.schedule.lr_at(epoch_float)
+        set_lr(self.optimizer, lr)
+        return lr
+
+    def _evaluate(self) -> dict:
+        return evaluate_network(
+            self.eval_model,
+            self.test_images,
+            self.test_labels,
+            self.config.batch_size * EVAL_BATCH_MULTIPLIER,
+            self.device,
+            mean=self.info.mean,
+            std=self.info.std,
+            channels_last=self.channels_last,
+            dtype=self.dtype,
+            dist_info=self.dist,
+        )
+
+    def _interrupted(self) -> bool:
+        return bool(self.interrupt is not None and getattr(self.interrupt, "interrupted", False))
+
+    def _run_epoch(self, meter: RunningMeter) -> bool:
+        """Train the rest of the epoch in progress; False when interrupted part-way."""
+        config, progress = self.config, self.progress
+        set_progress = getattr(self.model, "set_drop_path_progress", None)
+        if set_progress is not None:
+            set_progress(progress.epoch / config.epochs)
+        position = progress.step - progress.epoch * self.steps_per_epoch
+        for index, (x, y) in enumerate(self.loader, start=position):
+            lr = self._set_lr(progress.epoch + index / self.steps_per_epoch)
+            x, y = distributed.shard_batch(x, self.dist), distributed.shard_batch(y, self.dist)
+            loss, correct = self._train_step(x, y)
+            meter.add(loss, correct, y.shape[0])
+            progress.step += 1
+            if progress.step % config.log_every == 0:
+                self._log_step(meter, lr)
+            last_of_epoch = index + 1 == self.steps_per_epoch
+            if not last_of_epoch and self._interrupted():
+                return False
+        return True
+
+    def _log_step(self, meter: RunningMeter, lr: float) -> None:
+        reading = meter.read()
+        record = {
+            "kind": "step",
+            "step": self.progress.step,
+            "epoch": self.progress.step / self.steps_per_epoch,
+            "loss": reading["loss"],
+            "acc": reading["acc"],
+            "lr": lr,
+            "images_per_s": meter.images * self.dist.world_size / reading["seconds"],
+        }
+        self._log(record)
+        self._emit(record)
+        meter.reset()
+
+    def _end_epoch(self) -> None:
+        """Evaluate when due, keep the best weights, write last.pt."""
+        config, progress = self.config, self.progress
+        progress.epoch += 1
+        due = progress.epoch % max(config.eval_every, 1) == 0 or progress.epoch == config.epochs
+        if due:
+            result = self.last_test = self._evaluate()
+            improved = result["accuracy"] > progress.best_accuracy
+            if improved:
+                progress.best_accuracy = result["accuracy"]
+                progress.best_epoch = progress.epoch
+            record = {
+                "kind": "epoch",
+                "epoch": progress.epoch,
+                "step": progress.step,
+                "test_accuracy": result["accuracy"],
+                "test_loss": result["loss"],
+                "test_images": result["images"],
+                "best_accuracy": progress.best_accuracy,
+            }
+            self._log(record)
+            self._emit(record)
+            if improved:
+                self._save(BEST)
+        if progress.epoch % config.checkpoint_every == 0 or progress.epoch == config.epochs:
+            self._save(LAST)
+
+    def train(self, resume: bool) -> dict:
+        config = self.config
+        if resume:
+            self._restore()
+        else:
+            self._write_arch()
+        self._emit({
+            "kind": "start",
+            "epochs": config.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": config.epochs * self.steps_per_epoch,
+            "start_epoch": self.progress.epoch,
+            "start_step": self.progress.step,
+            "device": str(self.device),
+            "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
+            "channels_last": self.channels_last,
+            "compile": self.compiled,
+            "world_size": self.dist.world_size,
+            "params": sum(p.numel() for p in self.params),
+        })
+        meter = RunningMeter(self.device)
+        started = time.perf_counter()
+        while self.progress.epoch < config.epochs:
+            if not self._run_epoch(meter):
+                self._save(LAST)
+                return self._result(interrupted=True, started=started)
+            self._end_epoch()
+            if self._interrupted() and self.progress.epoch < config.epochs:
+                self._save(LAST)
+                return self._result(interrupted=True, started=started)
+        if self.last_test is None:  # resumed a run that had already finished
+            self.last_test = self._evaluate()
+        result = self._result(interrupted=False, started=started)
+        self._emit({"kind": "done", **result})
+        self._log({"kind": "done", **result})
+        return result
+
+    def _result(self, *, interrupted: bool, started: float) -> dict:
+        test = self.last_test or {}
+        return {
+            "interrupted": interrupted,
+            "test_accuracy": test.get("accuracy"),
+            "test_loss": test.get("loss"),
+            "epoch": self.progress.epoch,
+            "step": self.progress.step,
+            "best_accuracy": self.progress.best_accuracy,
+            "best_epoch": self.progress.best_epoch,
+            "seconds": time.perf_counter() - started,
+        }
+
+
+def train_final(arch, config, run, *, resume: bool = False, callback: Callback | None = None,
+                interrupt=None) -> dict:
+    """Train ``arch`` from scratch with ``config``; returns the final metrics.
+
+    ``arch`` None means the config's own ``arch`` text. ``run`` is the RunDir (on ranks > 0 of a torchrun job it may be None, or opened read-only:
+    only rank 0 writes). ``callback(event)`` receives progress events on rank 0: ``start``,
+    ``step``, ``epoch``, ``checkpoint``, ``done``. ``interrupt`` is anything with an
+    ``interrupted`` attribute (a GracefulInterrupt): when it turns true the current step ends,
+    last.pt is written and the result carries ``"interrupted": True``. ``resume=True`` continues
+    from last.pt exactly: same next batch, same learning rate, same random state.
+    """
+    if arch is None:
+        if not config.arch:
+            raise EnasError("train_final: no architecture given and the config has no 'arch'")
+        from .evaluate import parse_arch_record
+
+        arch = parse_arch_record(f"{config.space} {config.arch}", "config arch")
+    trainer = FinalTrainer(arch, config, run, callback=callback, interrupt=interrupt)
+    return trainer.train(resume)
