@@ -35,6 +35,10 @@ class EnasGroup(click.Group):
             return super().invoke(ctx)
         except EnasError as e:
             fail(str(e))
+        except KeyboardInterrupt:
+            # A second Ctrl-C during a run, or one outside a run: no traceback for it.
+            click.echo("enastool: interrupted", err=True)
+            sys.exit(130)
         except BrokenPipeError:
             # The reader of our stdout went away (e.g. `| head`): not an error of ours.
             sys.stderr.close()

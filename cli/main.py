@@ -1,15 +1,65 @@
-"""Entry point of the ``enastool`` command."""
+"""Entry point of the ``enastool`` command.
+
+Commands live in their own modules and are imported only when run (or when ``--help`` lists
+them), so ``enastool validate`` and ``enastool render`` start without importing torch. Each
+entry below is ``name: (module, function name, one-line help)``; the help is listed from here,
+so ``enastool --help`` imports nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 import click
 
 from enastool import __version__
 
+from .console import EnasGroup
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "search": ("search_cmds", "search", "Search architectures with shared weights (enas, random, oneshot)."),
+    "derive": ("search_cmds", "derive", "Sample and score architectures from a search run; print the best."),
+    "train-final": ("train_cmds", "train_final", "Train one architecture from scratch."),
+    "evaluate": ("train_cmds", "evaluate", "Evaluate a final run, or score architectures with a search run."),
+    "render": ("encoding_cmds", "render", "Draw architectures with Graphviz (png, svg, pdf, dot)."),
+    "validate": ("encoding_cmds", "validate", "Check architecture records; exit 2 on any error."),
+    "convert": ("encoding_cmds", "convert", "Convert architectures between text, JSON, DARTS, NAO and DOT."),
+    "info": ("encoding_cmds", "info", "Summarise architectures: ops, skips, loose ends, params, FLOPs."),
+    "sample": ("encoding_cmds", "sample", "Print uniformly random valid architectures."),
+    "data": ("data_cmds", "data", "Manage data sets (download CIFAR-10)."),
+}
+
+
+class LazyGroup(EnasGroup):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        return getattr(importlib.import_module(f"{__package__}.{module}"), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help) for name, (_, _, help) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="enastool")
 def app() -> None:
-    """Efficient neural architecture search (ENAS, random-with-sharing, one-shot)."""
+    """Efficient neural architecture search: ENAS, random search with weight sharing, one-shot.
+
+    Architectures travel between commands as text records on stdout/stdin, e.g.
+    enastool derive runs/a | enastool render - -o best.png
+    """
 
 
 def main() -> None:
     app()
+
+
+if __name__ == "__main__":
+    main()

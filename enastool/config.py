@@ -33,6 +33,8 @@ from .errors import EnasError
 
 STRATEGIES = ("enas", "random", "oneshot")
 DATASETS = ("digits", "cifar10")
+DEFAULT_DATASET = "digits"  # embedded, offline: the data set when no data directory is given
+DEFAULT_DATASET_WITH_DIR = "cifar10"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 AUTO = "auto"
 # Tri-state switches (compile, channels_last) accept these spellings; "auto" is kept as is.
@@ -279,14 +281,14 @@ CONFIG_CLASSES: dict[str, type[_Config]] = {"search": SearchConfig, "final": Fin
 PAPER: dict[str, dict[str, dict[str, Any]]] = {
     "search": {
         "macro": dict(
-            dataset="cifar10", layers=12, channels=36, batch_size=128, epochs=310,
+            layers=12, channels=36, batch_size=128, epochs=310,
             l2=2.5e-4, keep_prob=0.9, drop_path_keep=1.0, lr_max=0.05, lr_min=5e-4,
             lr_t0=10, lr_tmul=2, controller_samples=20, controller_updates=50,
             controller_lr=1e-3, tanh_constant=1.5, op_tanh_reduce=1.0,
             skip_target=0.4, skip_weight=0.8,
         ),
         "micro": dict(
-            dataset="cifar10", layers=6, channels=20, num_blocks=5, batch_size=160, epochs=150,
+            layers=6, channels=20, num_blocks=5, batch_size=160, epochs=150,
             l2=1e-4, keep_prob=0.9, drop_path_keep=0.6, lr_max=0.05, lr_min=5e-4,
             lr_t0=10, lr_tmul=2, controller_samples=10, controller_updates=30,
             controller_lr=3.5e-3, tanh_constant=1.1, op_tanh_reduce=2.5,
@@ -295,12 +297,12 @@ PAPER: dict[str, dict[str, dict[str, Any]]] = {
     },
     "final": {
         "macro": dict(
-            dataset="cifar10", layers=24, channels=96, batch_size=100, epochs=310,
+            layers=24, channels=96, batch_size=100, epochs=310,
             l2=2e-4, keep_prob=0.5, drop_path_keep=1.0, lr_max=0.05, lr_min=1e-3,
             lr_t0=10, lr_tmul=2, aux_weight=0.0, cutout=0,
         ),
         "micro": dict(
-            dataset="cifar10", layers=15, channels=36, batch_size=144, epochs=630,
+            layers=15, channels=36, batch_size=144, epochs=630,
             l2=2e-4, keep_prob=0.8, drop_path_keep=0.6, lr_max=0.05, lr_min=1e-4,
             lr_t0=10, lr_tmul=2, aux_weight=0.4, cutout=16,  # cutout: the 2.89% result
         ),
@@ -315,7 +317,7 @@ SMOKE_FINAL_EPOCHS = 20
 SMOKE: dict[str, dict[str, dict[str, Any]]] = {
     "search": {
         "all": dict(
-            dataset="digits", epochs=2, lr_t0=2, batch_size=64, channels=8,
+            epochs=2, lr_t0=2, batch_size=64, channels=8,
             augment_pad=0, augment_flip=False, cutout=0,
             controller_samples=5, controller_updates=5,
             derive_samples=10, derive_batches=2, log_every=5,
@@ -325,7 +327,7 @@ SMOKE: dict[str, dict[str, dict[str, Any]]] = {
     },
     "final": {
         "all": dict(
-            dataset="digits", epochs=SMOKE_FINAL_EPOCHS, lr_t0=SMOKE_FINAL_EPOCHS,
+            epochs=SMOKE_FINAL_EPOCHS, lr_t0=SMOKE_FINAL_EPOCHS,
             batch_size=64, channels=16, lr_max=0.05, lr_min=1e-3, l2=2e-4,
             keep_prob=1.0, drop_path_keep=1.0, aux_weight=0.0,
             augment_pad=0, augment_flip=False, cutout=0, eval_every=5, log_every=10,
@@ -624,6 +626,11 @@ def _resolve(cls, preset, space, config_file, overrides, arch=None):
     layer(file_values, str(config_file))
     layer(overrides, COMMAND_LINE)
     layer({"space": space}, origins.get("space", COMMAND_LINE))
+    if "dataset" not in values:
+        # No preset names a data set: CIFAR-10 when a data directory is given, else the
+        # embedded digits, so that every command runs out of the box.
+        layer({"dataset": DEFAULT_DATASET_WITH_DIR if values.get("data_dir") else DEFAULT_DATASET},
+              "default (cifar10 with --data-dir, else digits)")
     if arch is not None:
         layer({"arch": arch if isinstance(arch, str) else arch.format()}, "arch")
 

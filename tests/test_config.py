@@ -42,7 +42,7 @@ PAPER_FINAL = {
     ),
 }
 # Sec. 4 "Common" row, for both spaces and both kinds.
-COMMON = dict(momentum=0.9, nesterov=True, grad_clip=5.0, dataset="cifar10")
+COMMON = dict(momentum=0.9, nesterov=True, grad_clip=5.0)
 CONTROLLER_COMMON = dict(
     lstm_size=64, lstm_layers=1, controller_beta1=0.0, controller_eps=1e-3,
     entropy_weight=1e-4, baseline_decay=0.99,
@@ -62,6 +62,15 @@ def test_paper_final_preset_is_the_reference_table(space):
     expected = {**PAPER_FINAL[space], **COMMON, "space": space}
     assert {key: getattr(config, key) for key in expected} == expected
     assert (config.compile, config.dtype, config.channels_last) == ("auto", "auto", "auto")
+
+
+def test_dataset_is_cifar10_with_a_data_dir_else_digits():
+    assert resolve_search_config("paper", "macro").dataset == "digits"
+    assert resolve_search_config("paper", "macro", overrides={"data_dir": "d"}).dataset == "cifar10"
+    assert resolve_final_config("smoke", "micro", overrides={"data_dir": "d"}).dataset == "cifar10"
+    assert resolve_search_config(
+        "paper", "micro", overrides={"data_dir": "d", "dataset": "digits"}
+    ).dataset == "digits"
 
 
 def test_paper_macro_has_no_drop_path_and_micro_no_skip_penalty():

@@ -1,0 +1,29 @@
+# The README's commands. `make setup` once, then `make demo` (the main job on the embedded
+# digits data) and `make test`. Everything runs inside .venv; activate it to call `enastool`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of PyTorch is installed first, so that the project's `torch` requirement does
+# not pull the multi-GB CUDA build. On a GPU machine: make setup TORCH='torch==2.13.0 --index-url <your CUDA wheel index>'
+TORCH ?= torch==2.13.0
+
+.PHONY: setup test demo bench clean-demo
+
+setup: $(BIN)/enastool
+
+$(BIN)/enastool: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	@command -v dot >/dev/null || echo "note: Graphviz's dot is missing: install the 'graphviz' system package (apt-get install graphviz) to render png/svg/pdf"
+	@touch $@
+
+test: setup
+	$(BIN)/python -m pytest
+
+demo: setup
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/demo.sh
+
+bench: setup
+	$(BIN)/python benchmarks/bench_nn.py --device auto

@@ -1,0 +1,123 @@
+"""Turns the library's progress events into a display on stderr.
+
+The trainers and the search loop call ``callback(event)`` with plain dicts (see
+``enastool.train.trainer`` and ``enastool.search.loop``); nothing in the library prints.
+``ProgressReporter`` is such a callback:
+
+- on a terminal: a rich progress bar per run (steps, ETA) with the latest figures beside it;
+- when stderr is not a terminal (a log file, CI): one plain line per event;
+- with ``quiet``: nothing.
+
+Events: ``start`` (``total_steps``, ``start_step``, ``epochs``, ...), ``step`` and ``epoch``
+(any numeric fields: loss, acc, reward, valid_acc, images_per_s, ...), ``done``. Unknown
+kinds are shown as plain lines.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+# Figures shown beside the bar, in this order, when an event carries them.
+SHOWN = (
+    ("epoch", "epoch", "{:.2f}"),
+    ("loss", "loss", "{:.3f}"),
+    ("acc", "acc", "{:.3f}"),
+    ("reward", "reward", "{:.3f}"),
+    ("valid_acc", "valid", "{:.3f}"),
+    ("test_accuracy", "test", "{:.4f}"),
+    ("entropy", "entropy", "{:.2f}"),
+    ("lr", "lr", "{:.2e}"),
+    ("images_per_s", "img/s", "{:.0f}"),
+)
+
+
+def describe(event: dict[str, Any]) -> str:
+    """The figures of an event as ``name value`` pairs."""
+    parts = []
+    for key, label, fmt in SHOWN:
+        value = event.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts.append(f"{label} {fmt.format(value)}")
+    return "  ".join(parts)
+
+
+class ProgressReporter:
+    """A progress callback for one run; use as a context manager around the run."""
+
+    def __init__(self, title: str, quiet: bool = False, console: Console | None = None):
+        self.title = title
+        self.quiet = quiet
+        self.console = console or Console(stderr=True, highlight=False)
+        self.live = not quiet and self.console.is_terminal
+        self._progress: Progress | None = None
+        self._task = None
+        self._figures = ""
+
+    def __enter__(self) -> "ProgressReporter":
+        if self.live:
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[figures]}"),
+                console=self.console,
+                transient=False,
+            )
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+            self._progress = None
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if self.quiet:
+            return
+        kind = event.get("kind", "event")
+        if kind == "start":
+            self._start(event)
+        elif kind in ("step", "epoch"):
+            self._update(event, plain=kind == "epoch")
+        elif kind == "done":
+            self._line(f"{self.title}: done  {describe(event)}")
+        else:
+            self._line(f"{self.title}: {kind}  {describe(event)}")
+
+    def _start(self, event: dict[str, Any]) -> None:
+        total = int(event.get("total_steps") or 0)
+        done = int(event.get("start_step") or 0)
+        where = f" on {event['device']}" if event.get("device") else ""
+        resumed = f", resuming at step {done}" if done else ""
+        self._line(f"{self.title}: {event.get('epochs', '?')} epochs, {total} steps{where}{resumed}")
+        if self._progress is not None:
+            self._task = self._progress.add_task(self.title, total=total or None, completed=done, figures="")
+
+    def _update(self, event: dict[str, Any], plain: bool) -> None:
+        figures = describe(event)
+        if self._progress is not None and self._task is not None:
+            if figures:
+                self._figures = figures if not plain else self._figures
+            step = event.get("step")
+            if isinstance(step, int):
+                self._progress.update(self._task, completed=step, figures=self._figures)
+            if plain:
+                self._line(f"{self.title}: epoch {event.get('epoch')}  {figures}")
+        else:
+            self._line(f"{self.title}: {event.get('kind')} {event.get('step', '')}  {figures}")
+
+    def _line(self, text: str) -> None:
+        self.console.print(text, markup=False, highlight=False)
