@@ -35,3 +35,52 @@ def load_single(source: str, space: str | None):
         name = "stdin" if source == "-" else source
         fail_many([f"{name}: expected exactly one architecture record, found {len(records)}"])
     return records[0].arch
+
+
+# --------------------------------------------------------------------------- input formats
+# Text, JSON and DARTS inputs are recognised by textio without a flag. NAO token lines are
+# bare integers like the authors' encodings, so they need ``--from nao`` (or a .nao file).
+AUTO = "auto"
+NAO = "nao"
+NAO_SUFFIX = ".nao"
+INPUT_FORMATS = (AUTO, NAO)
+
+from_option = click.option(
+    "--from",
+    "from_format",
+    type=click.Choice(INPUT_FORMATS),
+    default=AUTO,
+    show_default=True,
+    help="Input format: auto (records, bare encodings, JSON, DARTS; NAO for a .nao file) or "
+    "nao (NAO token lines, one micro architecture per line).",
+)
+
+
+def read_nao_source(source: str, space: str | None):
+    """Records of a NAO file (one micro architecture per non-blank line) and every error."""
+    from enastool.encoding.micro import MicroArch
+    from enastool.encoding.nao import read_nao_records
+    from enastool.encoding.textio import read_text
+    from enastool.errors import EncodingError
+
+    if space is not None and space != MicroArch.space:
+        return [], [f"--from nao reads micro architectures; --space {space} does not apply"]
+    try:
+        text = read_text(source, sys.stdin)
+    except EncodingError as e:
+        return [], [str(e)]
+    records, errors = read_nao_records(text, source)
+    return records, [str(e) for e in errors]
+
+
+def load_input(source: str, space: str | None, from_format: str = AUTO):
+    """All records of SOURCE in ``from_format``; prints every error (one line each), exits 2.
+
+    ``auto`` reads a file named ``*.nao`` as NAO token lines, anything else through textio.
+    """
+    if from_format == NAO or (from_format == AUTO and source.lower().endswith(NAO_SUFFIX)):
+        records, errors = read_nao_source(source, space)
+        if errors:
+            fail_many(errors)
+        return records
+    return load_records(source, space)

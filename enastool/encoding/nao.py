@@ -16,7 +16,7 @@ from typing import Sequence
 from ..errors import EncodingError
 from .micro import INTS_PER_BLOCK, NUM_INPUTS, Block, Cell, MicroArch
 from .ops import MicroOp
-from .textio import parse_integer, strip_comment
+from .textio import Record, parse_integer, strip_comment
 
 BOUNDARY_TOKEN = 0  # NAO's start/end-of-sequence symbol
 INDEX_OFFSET = 1  # index token = node index + 1
@@ -92,19 +92,28 @@ def format_nao(arch: MicroArch) -> str:
     return " ".join(map(str, to_nao(arch)))
 
 
-def parse_nao_text(text: str, source: str = "<string>") -> list[MicroArch]:
-    """One architecture per non-blank line (``#`` comments allowed); raises the first error,
-    located as ``source: record N: token P: ...`` with N counting architecture lines."""
-    archs = []
+def read_nao_records(text: str, source: str = "<string>") -> tuple[list[Record], list[EncodingError]]:
+    """One micro architecture per non-blank line (``#`` comments allowed): every record and
+    every error, located as ``source: record N: token P: ...`` with N counting the lines that
+    hold a sequence."""
+    records, errors = [], []
     for line in text.splitlines():
         words = strip_comment(line).split()
         if not words:
             continue
-        record = len(archs) + 1
+        index = len(records) + len(errors) + 1
         try:
-            archs.append(from_nao([parse_integer(w, p) for p, w in enumerate(words, 1)]))
+            records.append(Record(from_nao([parse_integer(w, p) for p, w in enumerate(words, 1)]), source, index))
         except EncodingError as e:
-            raise e.located(source, record) from None
-    if not archs:
-        raise EncodingError("found no NAO sequence (the input is empty or only comments)").located(source)
-    return archs
+            errors.append(e.located(source, index))
+    if not records and not errors:
+        errors.append(EncodingError("found no NAO sequence (the input is empty or only comments)").located(source))
+    return records, errors
+
+
+def parse_nao_text(text: str, source: str = "<string>") -> list[MicroArch]:
+    """As :func:`read_nao_records`, but the architectures only; raises the first error."""
+    records, errors = read_nao_records(text, source)
+    if errors:
+        raise errors[0]
+    return [r.arch for r in records]

@@ -229,17 +229,24 @@ def _from_json_item(item, space: str | None) -> Arch:
 
 
 # --------------------------------------------------------------------------- sources
+def read_text(source: str | Path, stdin: IO | None = None) -> str:
+    """The text of a file or ``-`` (stdin); any trouble reading it is one located error."""
+    name = str(source)
+    try:
+        return _decode(_read_bytes(name, stdin))
+    except EncodingError as e:
+        raise e.located(name) from None
+
+
 def read_source(
     source: str | Path, space: str | None = None, stdin: IO | None = None
 ) -> tuple[list[Record], list[EncodingError]]:
     """Parse a file or ``-`` (stdin). Any trouble reading it is one located error."""
-    name = str(source)
     try:
-        data = _read_bytes(name, stdin)
-        text = _decode(data)
+        text = read_text(source, stdin)
     except EncodingError as e:
-        return [], [e.located(name)]
-    return parse_text(text, name, space)
+        return [], [e]
+    return parse_text(text, str(source), space)
 
 
 def _read_bytes(name: str, stdin: IO | None) -> bytes:

@@ -179,7 +179,7 @@ def _thirds(num_layers: int, what: str) -> tuple[int, int]:
     if num_layers < MIN_LAYERS:
         raise EnasError(
             f"{what}: found {num_layers} layers, need at least {MIN_LAYERS} "
-            "(reductions follow layer N/3 and 2N/3); raise --layers"
+            "(reductions follow layer N/3 and 2N/3); use 3 or more layers"
         )
     return (num_layers // 3 - 1, 2 * num_layers // 3 - 1)
 

@@ -1,0 +1,331 @@
+"""Drawing architectures: Graphviz DOT source, and png/svg/pdf files through Graphviz's ``dot``.
+
+Plain Python (no torch import). The DOT text is built here by hand, so ``to_dot`` and ``.dot``
+output need nothing installed; the other formats run the ``dot`` binary through the
+``graphviz`` package's ``pipe``, which never opens a viewer.
+
+- Macro: a vertical chain stem -> layer 0 -> ... -> output, each layer coloured by its op and
+  labelled with its skip sources. The chain is pinned in place (``layout=neato`` with fixed
+  positions, which ``dot -Tpng file.dot`` honours too), and the skips are thin dashed arcs
+  out of and into its right-hand side, bulging with their span, so that the authors' 98 skips
+  leave the chain straight and readable.
+- Micro: the normal and the reduction cell side by side, each a cluster with its inputs
+  c_{k-2} (node 0) and c_{k-1} (node 1), one coloured box per op, the block nodes (the sum
+  of their two ops) and the output c_{k}, the concatenation of the loose ends.
+
+Colours come from each op's kind and kernel size (``OpKind`` and the op enums in ``ops.py``),
+so every op of every vocabulary has one, and a legend lists the vocabulary with its counts.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from ..errors import EnasError
+from .macro import MacroArch
+from .micro import CELL_NAMES, NUM_INPUTS, Cell, MicroArch
+from .ops import OpKind
+
+DOT = "dot"  # the Graphviz layout program (the binary and the format share the name)
+FORMATS = ("png", "svg", "pdf", DOT)
+MISSING_DOT = (
+    "Graphviz's 'dot' program is not installed, so only .dot files can be written; "
+    "install Graphviz: apt-get install graphviz / brew install graphviz / conda install graphviz"
+)
+
+FONT = "Helvetica"
+# Fill colours per op kind, lightest first; ops of one kind get them in order of kernel size.
+KIND_COLOURS: dict[OpKind, tuple[str, ...]] = {
+    OpKind.CONV: ("#9ecae1", "#4a90c8", "#2166ac"),
+    OpKind.SEP_CONV: ("#a1d99b", "#52b055", "#238b45"),
+    OpKind.AVG_POOL: ("#fdd0a2", "#fd9c51", "#e6550d"),
+    OpKind.MAX_POOL: ("#fbb4b9", "#f768a1", "#c51b8a"),
+    OpKind.IDENTITY: ("#e0e0e0", "#bdbdbd", "#969696"),
+}
+DARK_FILLS = {shades[-1] for shades in KIND_COLOURS.values()}  # these take white text
+INPUT_FILL = "#f2f2f2"
+OUTPUT_FILL = "#fff2ae"
+SKIP_COLOUR = "#55555599"  # translucent, so that overlapping skip arcs stay legible
+
+
+def op_colour(op) -> str:
+    """Fill colour of an op (a member of any op enum): by kind, darker for larger kernels."""
+    same_kind = sorted({o.kernel for o in type(op) if o.kind is op.kind})
+    shades = KIND_COLOURS[op.kind]
+    return shades[min(same_kind.index(op.kernel), len(shades) - 1)]
+
+
+def _font_colour(fill: str) -> str:
+    return "white" if fill in DARK_FILLS else "black"
+
+
+# --------------------------------------------------------------------------- DOT text
+class Html(str):
+    """An HTML-like DOT label, written as ``<...>`` rather than quoted."""
+
+
+def _q(text) -> str:
+    """A DOT string literal; ``\\n`` in ``text`` stays a DOT line break."""
+    if isinstance(text, Html):
+        return str(text)
+    return '"' + str(text).replace('"', '\\"') + '"'
+
+
+def _attrs(**attrs) -> str:
+    return "[" + ", ".join(f"{k}={_q(v)}" for k, v in attrs.items()) + "]"
+
+
+def _node(name: str, **attrs) -> str:
+    return f"  {_q(name)} {_attrs(**attrs)};"
+
+
+def _edge(tail: str, head: str, **attrs) -> str:
+    return f"  {_q(tail)} -> {_q(head)}" + (f" {_attrs(**attrs)}" if attrs else "") + ";"
+
+
+def _op_node(name: str, op, label: str | None = None, **attrs) -> str:
+    fill = op_colour(op)
+    return _node(name, label=label or op.short, fillcolor=fill, fontcolor=_font_colour(fill), **attrs)
+
+
+def _legend(name: str, histogram: dict, **attrs) -> str:
+    """An HTML-like table: one row per op of the vocabulary, its colour and its count."""
+    rows = "".join(
+        f'<TR><TD BGCOLOR="{op_colour(op)}"><FONT COLOR="{_font_colour(op_colour(op))}">'
+        f"{op.short}</FONT></TD><TD ALIGN=\"RIGHT\">{count}</TD></TR>"
+        for op, count in histogram.items()
+    )
+    table = Html(
+        '<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="3">'
+        f'<TR><TD COLSPAN="2"><B>ops</B></TD></TR>{rows}</TABLE>>'
+    )
+    return _node(name, shape="plaintext", style="solid", fillcolor="none", label=table, **attrs)
+
+
+def _header(graph_name: str, title: str, **graph_attrs) -> list[str]:
+    graph = {"fontname": FONT, "fontsize": 16, "labelloc": "t", "label": title, **graph_attrs}
+    return [
+        f"digraph {_q(graph_name)} {{",
+        f"  graph {_attrs(**graph)};",
+        f"  node [fontname={_q(FONT)}, fontsize=11, shape=box, style=\"rounded,filled\","
+        " height=0.3, penwidth=0.8];",
+        f"  edge [fontname={_q(FONT)}, arrowsize=0.6, penwidth=1.0];",
+    ]
+
+
+def macro_title(arch: MacroArch) -> str:
+    return f"macro: {arch.num_layers} layers, {arch.num_skips} of {arch.possible_skips} skips"
+
+
+def micro_title(arch: MicroArch) -> str:
+    return f"micro: {arch.num_blocks} blocks per cell"
+
+
+# Macro geometry (inches). The chain is pinned in place (neato, fixed positions) so that the
+# skip arcs, drawn curved out of the right-hand side, bulge in proportion to their span.
+MACRO_STEP = 0.62  # vertical distance between consecutive nodes
+MACRO_MIN_WIDTH = 1.8
+SMALL_FONT = 8
+SMALL_CHAR_WIDTH = 4.2 / 72  # a generous average glyph width at SMALL_FONT points, in inches
+LEGEND_GAP = 0.6  # between the legend's right edge and the chain
+
+
+def _skip_names(layer) -> list[str]:
+    return ["stem" if m == 0 else str(m - 1) for m in layer.skip_sources]
+
+
+def _macro_label(k: int, layer) -> Html:
+    skips = _skip_names(layer)
+    note = "skips: " + ", ".join(skips) if skips else "no skips"
+    font = _font_colour(op_colour(layer.op))
+    return Html(
+        f'<<FONT COLOR="{font}"><B>{k}</B>  {layer.op.short}<BR/>'
+        f'<FONT POINT-SIZE="{SMALL_FONT}">{note}</FONT></FONT>>'
+    )
+
+
+def _macro_dot(arch: MacroArch, title: str, graph_name: str) -> list[str]:
+    # layout=neato with pinned positions: `dot -Tpng file.dot` reproduces the drawing too.
+    lines = _header(graph_name, title, layout="neato", splines="curved", outputorder="edgesfirst")
+    names = ["stem"] + [f"layer{k}" for k in range(arch.num_layers)] + ["output"]
+    longest = max(len("skips: " + ", ".join(_skip_names(layer))) for layer in arch.layers)
+    width = max(MACRO_MIN_WIDTH, longest * SMALL_CHAR_WIDTH + 0.3)
+    height = 2 * MACRO_STEP / 3
+
+    def pos(i: int, x: float = 0.0) -> str:
+        return f"{x:.3f},{-i * MACRO_STEP:.3f}!"
+
+    size = {"width": f"{width:.2f}", "height": f"{height:.2f}"}
+    lines.append(_node(names[0], label="stem", fillcolor=INPUT_FILL, pos=pos(0), **size))
+    for k, layer in enumerate(arch.layers):
+        lines.append(_op_node(names[k + 1], layer.op, label=_macro_label(k, layer), pos=pos(k + 1), **size))
+    lines.append(_node(names[-1], label="output", fillcolor=OUTPUT_FILL, pos=pos(len(names) - 1), **size))
+    legend_x = -(width / 2 + LEGEND_GAP + 0.8)
+    lines.append(_legend("legend", arch.op_histogram(), pos=f"{legend_x:.3f},{-1.2 * MACRO_STEP:.3f}!"))
+    # The chain: each layer's input is its immediate predecessor.
+    for k, layer in enumerate(arch.layers):
+        lines.append(_edge(names[layer.input_source], names[k + 1], tailport="s", headport="n"))
+    lines.append(_edge(names[-2], names[-1], tailport="s", headport="n"))
+    # Skips: curved arcs from the right of the source to the right of the layer.
+    for k, layer in enumerate(arch.layers):
+        for m in layer.skip_sources:
+            lines.append(
+                _edge(
+                    names[m], names[k + 1], tailport="e", headport="e", style="dashed",
+                    color=SKIP_COLOUR, penwidth=0.7, arrowsize=0.4,
+                )
+            )
+    lines.append("}")
+    return lines
+
+
+MICRO_CELL_TITLES = {"normal": "normal cell", "reduce": "reduction cell"}
+# Nodes 0 and 1 are the outputs of the two previous cells, c_{k-2} and c_{k-1}; the cell's
+# own output is c_{k}. The inputs share one node with a port each, which keeps c_{k-2} on
+# the left (dot would otherwise reorder them to save crossings).
+INPUT_SUBSCRIPTS = ("k-2", "k-1")
+OUTPUT_SUBSCRIPT = "k"
+
+
+def _inputs_label() -> Html:
+    cells = "".join(
+        f'<TD PORT="{n}" BGCOLOR="{INPUT_FILL}" STYLE="rounded" WIDTH="56">c<SUB>{sub}</SUB><BR/>'
+        f'<FONT POINT-SIZE="{SMALL_FONT}">node {n}</FONT></TD>'
+        for n, sub in enumerate(INPUT_SUBSCRIPTS)
+    )
+    return Html(f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="10" CELLPADDING="5"><TR>{cells}</TR></TABLE>>')
+
+
+def _micro_cell(lines: list[str], cname: str, cell: Cell) -> None:
+    inputs = f"{cname}/in"
+
+    def source(n: int) -> tuple[str, dict]:
+        """The DOT node of cell node ``n``, and the tail port of edges leaving it."""
+        return (inputs, {"tailport": f"{n}:s"}) if n < NUM_INPUTS else (f"{cname}/{n}", {})
+
+    lines.append(f"  subgraph {_q('cluster_' + cname)} {{")
+    lines.append(
+        f"  graph [label={_q(MICRO_CELL_TITLES.get(cname, cname))}, style=rounded, color=\"#888888\","
+        " fontsize=14, margin=12];"
+    )
+    lines.append(_node(inputs, shape="plaintext", style="solid", fillcolor="none", label=_inputs_label()))
+    for j, block in enumerate(cell.blocks):
+        n = j + NUM_INPUTS
+        lines.append(
+            _node(f"{cname}/{n}", label=str(n), shape="circle", style="filled", fillcolor="#ffffff",
+                  width=0.35, fixedsize="true")
+        )
+        for b, (index, op) in enumerate(block.branches, 1):
+            op_name = f"{cname}/{n}/op{b}"
+            lines.append(_op_node(op_name, op, fontsize=10, height=0.25))
+            tail, port = source(index)
+            lines.append(_edge(tail, op_name, **port))
+            lines.append(_edge(op_name, f"{cname}/{n}"))
+    out = f"{cname}/out"
+    label = Html(f"<c<SUB>{OUTPUT_SUBSCRIPT}</SUB><BR/>concat>")
+    lines.append(_node(out, label=label, fillcolor=OUTPUT_FILL))
+    for n in cell.loose_ends:
+        tail, port = source(n)
+        lines.append(_edge(tail, out, color="#444444", style="bold", **port))
+    lines.append("  }")
+
+
+def _micro_dot(arch: MicroArch, title: str, graph_name: str) -> list[str]:
+    # layout=dot explicitly: in a stream of several graphs dot keeps an earlier graph's layout.
+    lines = _header(graph_name, title, layout=DOT, nodesep=0.18, ranksep=0.35)
+    for cname, cell in zip(CELL_NAMES, arch.cells):
+        _micro_cell(lines, cname, cell)
+    lines.append(_legend("legend", arch.op_histogram()))
+    lines.append("}")
+    return lines
+
+
+# One builder and one title per space: a new space adds its entries here.
+_BUILDERS: dict[str, Callable] = {MacroArch.space: _macro_dot, MicroArch.space: _micro_dot}
+_TITLES: dict[str, Callable] = {MacroArch.space: macro_title, MicroArch.space: micro_title}
+
+
+def to_dot(arch, title: str | None = None, graph_name: str | None = None) -> str:
+    """Graphviz DOT source of ``arch``; ``title`` (default: a one-line summary) heads the graph."""
+    try:
+        build = _BUILDERS[arch.space]
+    except (KeyError, AttributeError):
+        raise EnasError(f"cannot draw {getattr(arch, 'space', type(arch).__name__)!r} architectures") from None
+    title = _TITLES[arch.space](arch) if title is None else title
+    return "\n".join(build(arch, title, graph_name or arch.space)) + "\n"
+
+
+# --------------------------------------------------------------------------- files
+def format_for(path: str | Path) -> str:
+    """The output format named by ``path``'s suffix; EnasError for any other suffix."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if suffix not in FORMATS:
+        found = f"'.{suffix}'" if suffix else "no suffix"
+        raise EnasError(
+            f"{path}: found {found}, expected an output file ending in "
+            f"{', '.join('.' + f for f in FORMATS)}"
+        )
+    return suffix
+
+
+def dot_available() -> bool:
+    return shutil.which(DOT) is not None
+
+
+def dot_to(dot_source: str, fmt: str) -> bytes:
+    """Lay out ``dot_source`` with Graphviz and return the ``fmt`` bytes (never opens a viewer)."""
+    if fmt == DOT:
+        return dot_source.encode("utf-8")
+    if fmt not in FORMATS:
+        raise EnasError(f"unknown output format {fmt!r}, expected one of {', '.join(FORMATS)}")
+    if not dot_available():
+        raise EnasError(MISSING_DOT)
+    import graphviz
+
+    try:
+        return graphviz.pipe(DOT, fmt, dot_source.encode("utf-8"), quiet=True)
+    except graphviz.ExecutableNotFound:
+        raise EnasError(MISSING_DOT) from None
+    except graphviz.CalledProcessError as e:
+        stderr = (e.stderr or b"").decode("utf-8", "replace").strip().splitlines()
+        reason = stderr[0] if stderr else f"exit status {e.returncode}"
+        raise EnasError(f"Graphviz's dot could not write {fmt}: {reason}") from None
+
+
+_FILE_MODE = 0o666  # what open() would create, before the umask
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def render(arch, out_path: str | Path, fmt: str | None = None, title: str | None = None) -> Path:
+    """Write a drawing of ``arch`` to ``out_path`` (format from its suffix unless ``fmt``).
+
+    The file appears complete or not at all (written to a temporary file, then renamed).
+    """
+    out = Path(out_path)
+    fmt = format_for(out) if fmt is None else fmt
+    data = dot_to(to_dot(arch, title), fmt)
+    folder = out.parent
+    if not folder.is_dir():
+        raise EnasError(f"{out}: no such directory {str(folder)!r}; create it first")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, _FILE_MODE & ~_umask())
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise EnasError(f"{out}: cannot write ({e.strerror or e})") from None
+    return out

@@ -1,0 +1,245 @@
+"""Rendering: the DOT text of both spaces, files in every format, and life without Graphviz."""
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from enastool.encoding import Block, Cell, MacroArch, MacroOp, MicroArch, MicroOp, OpKind
+from enastool.encoding import render as render_mod
+from enastool.encoding.render import (
+    FORMATS,
+    MISSING_DOT,
+    dot_to,
+    format_for,
+    op_colour,
+    render,
+    to_dot,
+)
+from enastool.encoding.textio import load_one
+from enastool.errors import EnasError
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+HAS_DOT = shutil.which("dot") is not None
+needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz's dot is not installed")
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+EDGE = re.compile(r'^\s*"([^"]+)" -> "([^"]+)"(?: \[(.*)\])?;$', re.M)
+NODE = re.compile(r'^\s*"([^"]+)" \[(.*)\];$', re.M)
+
+
+@pytest.fixture(scope="module")
+def macro_final() -> MacroArch:
+    return load_one(FIXTURES / "macro_final.txt")
+
+
+@pytest.fixture(scope="module")
+def micro_final() -> MicroArch:
+    return load_one(FIXTURES / "micro_final.txt")
+
+
+def edges(dot: str) -> list[tuple[str, str, str]]:
+    return [(a, b, attrs or "") for a, b, attrs in EDGE.findall(dot)]
+
+
+def nodes(dot: str) -> dict[str, str]:
+    return {name: attrs for name, attrs in NODE.findall(dot)}
+
+
+def plain_positions(dot: str) -> dict[str, tuple[float, float]]:
+    """Node centres after Graphviz's layout (``-Tplain``)."""
+    out = subprocess.run(["dot", "-Tplain"], input=dot.encode(), capture_output=True, check=True).stdout
+    positions = {}
+    for line in out.decode().splitlines():
+        parts = line.split()
+        if parts and parts[0] == "node":
+            positions[parts[1].strip('"')] = (float(parts[2]), float(parts[3]))
+    return positions
+
+
+# ----------------------------------------------------------------- colours
+def test_every_op_of_every_vocabulary_has_its_own_colour():
+    for vocabulary in (MacroOp, MicroOp):
+        colours = [op_colour(op) for op in vocabulary]
+        assert all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colours)
+        assert len(set(colours)) == len(colours), vocabulary
+    # Same kind and kernel, same colour, whatever the vocabulary.
+    assert op_colour(MacroOp.SEP3) == op_colour(MicroOp.SEP3)
+    assert op_colour(MacroOp.MAX3) == op_colour(MicroOp.MAX3)
+    assert set(render_mod.KIND_COLOURS) == set(OpKind)
+
+
+def test_render_module_writes_no_op_name_of_its_own():
+    # The op enums are the only list of op names: the renderer reads them from there.
+    source = Path(render_mod.__file__).read_text()
+    for op in (*MacroOp, *MicroOp):
+        assert op.short not in source and op.darts not in source, op
+
+
+# ----------------------------------------------------------------- macro
+def test_render_macro_draws_the_chain_and_every_skip_of_the_authors_architecture(macro_final):
+    dot = to_dot(macro_final)
+    names = ["stem"] + [f"layer{k}" for k in range(24)] + ["output"]
+    assert set(names) <= set(nodes(dot))
+    chain = [(a, b) for a, b, attrs in edges(dot) if "dashed" not in attrs]
+    assert chain == list(zip(names, names[1:]))
+    skips = {(a, b) for a, b, attrs in edges(dot) if "dashed" in attrs}
+    expected = {
+        (names[m], f"layer{k}")
+        for k, layer in enumerate(macro_final.layers)
+        for m in layer.skip_sources
+    }
+    assert len(skips) == 98 and skips == expected
+    assert ("stem", "layer2") in skips  # layer 2 is "0 1 0": bit 0 is the stem
+    assert ("layer1", "layer3") in skips  # layer 3 is "2 0 0 1": bit 2 is layer 1
+    assert 'label="macro: 24 layers, 98 of 276 skips"' in dot
+
+
+def test_render_macro_colours_layers_by_op_and_lists_their_skips(macro_final):
+    drawn = nodes(to_dot(macro_final))
+    for k, layer in enumerate(macro_final.layers):
+        attrs = drawn[f"layer{k}"]
+        assert f'fillcolor="{op_colour(layer.op)}"' in attrs
+        assert f"<B>{k}</B>  {layer.op.short}" in attrs
+    assert "skips: stem, 0, 2<" in drawn["layer5"]  # "3 1 1 0 1 0": bits 0, 1, 3
+    assert "no skips" in drawn["layer0"]
+    # The legend counts every op of the vocabulary, unused ones (pooling) included.
+    legend = drawn["legend"]
+    assert all(op.short in legend for op in MacroOp)
+    assert f"{MacroOp.CONV5.short}</FONT></TD><TD ALIGN=\"RIGHT\">9<" in legend
+
+
+@needs_dot
+def test_render_macro_keeps_the_chain_straight(macro_final):
+    positions = plain_positions(to_dot(macro_final))
+    chain = ["stem"] + [f"layer{k}" for k in range(24)] + ["output"]
+    xs = {positions[n][0] for n in chain}
+    ys = [positions[n][1] for n in chain]
+    assert len(xs) == 1
+    assert ys == sorted(ys, reverse=True)  # top to bottom
+    assert positions["legend"][0] < positions["stem"][0]
+
+
+# ----------------------------------------------------------------- micro
+def test_render_micro_draws_both_cells_with_inputs_ops_and_loose_ends(micro_final):
+    dot = to_dot(micro_final)
+    assert 'subgraph "cluster_normal"' in dot and 'subgraph "cluster_reduce"' in dot
+    assert dot.index("cluster_normal") < dot.index("cluster_reduce")  # normal on the left
+    assert 'label="normal cell"' in dot and 'label="reduction cell"' in dot
+    drawn = nodes(dot)
+    all_edges = edges(dot)
+    for cname, cell in (("normal", micro_final.normal), ("reduce", micro_final.reduce)):
+        assert "c<SUB>k-2</SUB>" in drawn[f"{cname}/in"] and "c<SUB>k-1</SUB>" in drawn[f"{cname}/in"]
+        for j, block in enumerate(cell.blocks):
+            n = j + 2
+            for b, (index, op) in enumerate(block.branches, 1):
+                op_node = f"{cname}/{n}/op{b}"
+                assert f'label="{op.short}"' in drawn[op_node]
+                assert f'fillcolor="{op_colour(op)}"' in drawn[op_node]
+                tail = f"{cname}/in" if index < 2 else f"{cname}/{index}"
+                incoming = [attrs for a, b2, attrs in all_edges if (a, b2) == (tail, op_node)]
+                assert len(incoming) == 1
+                if index < 2:
+                    assert f'tailport="{index}:s"' in incoming[0]
+                assert (op_node, f"{cname}/{n}", "") in all_edges
+        into_out = [(a, attrs) for a, b, attrs in all_edges if b == f"{cname}/out"]
+        assert [a for a, _ in into_out] == [f"{cname}/{n}" for n in cell.loose_ends]
+    # The authors' cells: all five blocks are loose in the normal cell, node 3 is used in the reduction cell.
+    assert micro_final.normal.loose_ends == (2, 3, 4, 5, 6)
+    assert micro_final.reduce.loose_ends == (2, 4, 5, 6)
+    assert "c<SUB>k</SUB><BR/>concat" in drawn["normal/out"]
+
+
+def test_render_micro_feeds_a_loose_input_node_into_the_output():
+    # Node 1 is read by no block, so c_{k-1} itself is concatenated into the output.
+    arch = MicroArch(
+        Cell((Block(0, MicroOp.SEP3, 0, MicroOp.IDENTITY),)), Cell((Block(1, MicroOp.MAX3, 0, MicroOp.AVG3),))
+    )
+    into_out = [(a, attrs) for a, b, attrs in edges(to_dot(arch)) if b == "normal/out"]
+    assert [(a, 'tailport="1:s"' in attrs) for a, attrs in into_out] == [("normal/in", True), ("normal/2", False)]
+    assert [a for a, b, _ in edges(to_dot(arch)) if b == "reduce/out"] == ["reduce/2"]
+
+
+def test_each_graph_names_its_layout_so_a_stream_of_graphs_renders_each_right(macro_final, micro_final):
+    # `enastool convert --to dot` writes one graph per record; dot would otherwise keep the
+    # macro graph's neato layout for the micro graph that follows it.
+    assert 'layout="neato"' in to_dot(macro_final)
+    assert 'layout="dot"' in to_dot(micro_final)
+
+
+@needs_dot
+def test_every_sampled_architecture_renders_without_graphviz_warnings():
+    archs = [MacroArch.sample(seed, num_layers=n) for seed, n in enumerate((1, 2, 7, 30))]
+    archs += [MicroArch.sample(seed, num_blocks=b) for seed, b in enumerate((1, 2, 5, 9))]
+    for arch in archs:
+        done = subprocess.run(["dot", "-Tsvg"], input=to_dot(arch).encode(), capture_output=True)
+        assert done.returncode == 0 and done.stderr == b"", (arch, done.stderr)
+        assert b"<svg" in done.stdout
+
+
+# ----------------------------------------------------------------- files
+def test_format_comes_from_the_suffix_and_anything_else_is_one_line():
+    assert [format_for(f"a.{f}") for f in FORMATS] == ["png", "svg", "pdf", "dot"]
+    assert format_for("A.PNG") == "png"
+    with pytest.raises(EnasError) as info:
+        format_for("arch.jpg")
+    assert str(info.value) == "arch.jpg: found '.jpg', expected an output file ending in .png, .svg, .pdf, .dot"
+    with pytest.raises(EnasError, match="found no suffix"):
+        format_for("arch")
+
+
+@needs_dot
+@pytest.mark.parametrize(
+    ("suffix", "check"),
+    [
+        ("png", lambda data: data.startswith(PNG_MAGIC)),
+        ("svg", lambda data: b"<svg" in data and b"layer23" in data),
+        ("pdf", lambda data: data.startswith(b"%PDF")),
+        ("dot", lambda data: data.startswith(b'digraph "macro"')),
+    ],
+)
+def test_render_writes_each_format(tmp_path, macro_final, suffix, check):
+    out = render(macro_final, tmp_path / f"arch.{suffix}")
+    assert out == tmp_path / f"arch.{suffix}"
+    data = out.read_bytes()
+    assert len(data) > 0 and check(data)
+    assert [p.name for p in tmp_path.iterdir()] == [f"arch.{suffix}"]  # no temporary file left
+
+
+@needs_dot
+def test_render_micro_png_is_a_real_image(tmp_path, micro_final):
+    data = render(micro_final, tmp_path / "cell.png").read_bytes()
+    assert data.startswith(PNG_MAGIC)
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert width > height > 100  # two cells side by side: wider than tall
+
+
+def test_without_dot_only_dot_files_work(tmp_path, monkeypatch, micro_final):
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: None)
+    out = render(micro_final, tmp_path / "cell.dot")
+    assert out.read_text() == to_dot(micro_final)
+    with pytest.raises(EnasError) as info:
+        render(micro_final, tmp_path / "cell.png")
+    assert str(info.value) == MISSING_DOT
+    assert "\n" not in MISSING_DOT and "apt-get install graphviz" in MISSING_DOT
+    assert not (tmp_path / "cell.png").exists()
+
+
+def test_a_dot_that_cannot_be_run_is_the_same_one_line_error(monkeypatch):
+    import graphviz
+
+    def missing(*args, **kwargs):
+        raise graphviz.ExecutableNotFound(("dot",))
+
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k: "/usr/bin/dot")
+    monkeypatch.setattr(graphviz, "pipe", missing)
+    with pytest.raises(EnasError) as info:
+        dot_to("digraph { a -> b }", "svg")
+    assert str(info.value) == MISSING_DOT
+
+
+def test_render_into_a_missing_directory_names_it(tmp_path, micro_final):
+    with pytest.raises(EnasError, match="no such directory"):
+        render(micro_final, tmp_path / "nowhere" / "cell.dot")
