@@ -11,6 +11,12 @@ The trainers and the search loop call ``callback(event)`` with plain dicts (see
 Events: ``start`` (``total_steps``, ``start_step``, ``epochs``, ...), ``step`` and ``epoch``
 (any numeric fields: loss, acc, reward, valid_acc, images_per_s, ...), ``done``. Unknown
 kinds are shown as plain lines.
+
+Search additions: ``controller`` events (one per controller update: reward, valid_acc,
+entropy, baseline, ``controller_step``) refresh the figures beside the bar (a plain line
+each when not on a terminal); on a terminal a second bar counts epochs when the run has more
+than one (``epoch`` events carry the number of epochs done); a ``start`` event with a
+``description`` prints that instead of the epochs/steps line.
 """
 
 from __future__ import annotations
@@ -35,16 +41,22 @@ SHOWN = (
     ("reward", "reward", "{:.3f}"),
     ("valid_acc", "valid", "{:.3f}"),
     ("test_accuracy", "test", "{:.4f}"),
+    ("best_accuracy", "best", "{:.4f}"),
     ("entropy", "entropy", "{:.2f}"),
     ("lr", "lr", "{:.2e}"),
     ("images_per_s", "img/s", "{:.0f}"),
+    ("baseline", "baseline", "{:.3f}"),
+    ("skip_rate", "skips", "{:.2f}"),
+    ("drop_rate", "drop", "{:.2f}"),
 )
 
 
-def describe(event: dict[str, Any]) -> str:
-    """The figures of an event as ``name value`` pairs."""
+def describe(event: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
+    """The figures of an event as ``name value`` pairs (leaving out the keys in ``skip``)."""
     parts = []
     for key, label, fmt in SHOWN:
+        if key in skip:
+            continue
         value = event.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             parts.append(f"{label} {fmt.format(value)}")
@@ -61,6 +73,7 @@ class ProgressReporter:
         self.live = not quiet and self.console.is_terminal
         self._progress: Progress | None = None
         self._task = None
+        self._epoch_task = None
         self._figures = ""
 
     def __enter__(self) -> "ProgressReporter":
@@ -92,6 +105,10 @@ class ProgressReporter:
             self._start(event)
         elif kind in ("step", "epoch"):
             self._update(event, plain=kind == "epoch")
+            if kind == "epoch":
+                self._update_epochs(event)
+        elif kind == "controller":
+            self._controller(event)
         elif kind == "done":
             self._line(f"{self.title}: done  {describe(event)}")
         else:
@@ -102,8 +119,17 @@ class ProgressReporter:
         done = int(event.get("start_step") or 0)
         where = f" on {event['device']}" if event.get("device") else ""
         resumed = f", resuming at step {done}" if done else ""
-        self._line(f"{self.title}: {event.get('epochs', '?')} epochs, {total} steps{where}{resumed}")
+        description = event.get("description")
+        self._line(
+            f"{self.title}: {description}" if description
+            else f"{self.title}: {event.get('epochs', '?')} epochs, {total} steps{where}{resumed}"
+        )
         if self._progress is not None:
+            epochs = event.get("epochs")
+            if isinstance(epochs, int) and epochs > 1:
+                self._epoch_task = self._progress.add_task(
+                    "epochs", total=epochs, completed=int(event.get("start_epoch") or 0), figures=""
+                )
             self._task = self._progress.add_task(self.title, total=total or None, completed=done, figures="")
 
     def _update(self, event: dict[str, Any], plain: bool) -> None:
@@ -115,9 +141,30 @@ class ProgressReporter:
             if isinstance(step, int):
                 self._progress.update(self._task, completed=step, figures=self._figures)
             if plain:
-                self._line(f"{self.title}: epoch {event.get('epoch')}  {figures}")
+                self._line(f"{self.title}: epoch {event.get('epoch')}  {describe(event, skip=('epoch',))}")
+        elif plain:  # an epoch event: its epoch number, not its step
+            self._line(f"{self.title}: epoch {event.get('epoch')}  {describe(event, skip=('epoch',))}")
         else:
             self._line(f"{self.title}: {event.get('kind')} {event.get('step', '')}  {figures}")
 
+    def _update_epochs(self, event: dict[str, Any]) -> None:
+        epoch = event.get("epoch")
+        if self._progress is not None and self._epoch_task is not None and isinstance(epoch, int):
+            self._progress.update(self._epoch_task, completed=epoch)
+
+    def _controller(self, event: dict[str, Any]) -> None:
+        figures = describe(event, skip=("epoch",))
+        if self._progress is not None and self._task is not None:
+            updates = event.get("controller_updates")
+            done = event.get("controller_step")
+            if isinstance(done, int) and isinstance(updates, int) and updates > 0:
+                where = f"controller {(done - 1) % updates + 1}/{updates}"  # within this epoch
+            else:
+                where = "controller"
+            self._figures = f"{where}  {figures}"
+            self._progress.update(self._task, figures=self._figures)
+        else:
+            self._line(f"{self.title}: controller {event.get('controller_step', '')}  {figures}")
+
     def _line(self, text: str) -> None:
-        self.console.print(text, markup=False, highlight=False)
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)  # log lines never wrap

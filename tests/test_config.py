@@ -81,7 +81,7 @@ def test_paper_macro_has_no_drop_path_and_micro_no_skip_penalty():
 
 def test_smoke_is_tiny_digits_and_keeps_the_space_recipe():
     search = resolve_search_config("smoke", "micro")
-    assert (search.dataset, search.epochs) == ("digits", 2)
+    assert (search.dataset, search.epochs) == ("digits", 10)
     assert (search.channels, search.num_blocks) == (8, 2)
     assert (search.controller_samples, search.controller_updates) == (5, 5)
     assert search.batch_size == 64 and search.layers <= 4

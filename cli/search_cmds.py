@@ -1,0 +1,194 @@
+"""``enastool search`` and ``enastool derive``.
+
+search: resolve the configuration (defaults < --preset < --config TOML < options), create the
+run directory, run the search with a progress display on stderr; Ctrl-C / SIGTERM save a
+checkpoint and exit 130 / 143, and ``--resume RUN`` continues it.
+
+derive: sample and score architectures from a search run; the best go to stdout as records
+(or JSON with their scores), the ranking to stderr, so ``enastool derive RUN | enastool
+render - -o best.png`` works.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from enastool.config import DATASETS, DTYPES, PRESETS, STRATEGIES, SearchConfig
+from enastool.encoding import SPACES
+from enastool.errors import EnasError
+
+from .console import err_console
+from .progress import ProgressReporter
+
+TABLE_ROWS = 10  # rows of derive's ranking table (more when --top asks for more)
+
+# Config fields settable by an option of the same name (--batch-size -> batch_size); the help
+# text is the field's own, so the option and the written config describe it alike.
+SEARCH_OPTIONS: tuple[tuple[str, object], ...] = (
+    ("space", click.Choice(sorted(SPACES))),
+    ("strategy", click.Choice(STRATEGIES)),
+    ("dataset", click.Choice(DATASETS)),
+    ("data_dir", click.Path(file_okay=False)),
+    ("epochs", click.IntRange(min=1)),
+    ("seed", click.IntRange(min=0)),
+    ("device", str),
+    ("dtype", click.Choice(DTYPES)),
+    ("layers", click.IntRange(min=1)),
+    ("channels", click.IntRange(min=1)),
+    ("num_blocks", click.IntRange(min=1)),
+    ("batch_size", click.IntRange(min=1)),
+    ("val_size", click.IntRange(min=1)),
+    ("lr_max", float),
+    ("lr_min", float),
+    ("l2", float),
+    ("grad_clip", float),
+    ("controller_samples", click.IntRange(min=1)),
+    ("controller_updates", click.IntRange(min=1)),
+    ("log_every", click.IntRange(min=1)),
+    ("checkpoint_every", click.IntRange(min=1)),
+)
+
+
+def option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def config_options(command):
+    """Add one option per entry of SEARCH_OPTIONS (default None = not given)."""
+    for field, kind in reversed(SEARCH_OPTIONS):
+        command = click.option(option_name(field), field, type=kind, default=None,
+                               help=SearchConfig.help(field))(command)
+    return command
+
+
+@click.command()
+@config_options
+@click.option("--out", type=click.Path(), default=None,
+              help="New run directory (absent or empty).")
+@click.option("--preset", type=click.Choice(PRESETS), default=None,
+              help="paper: the authors' settings (default); smoke: tiny, about a minute on a CPU.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
+              help="TOML file setting any option (a [search] table or flat keys).")
+@click.option("--resume", type=click.Path(file_okay=False), default=None,
+              help="Continue the search in this run directory with its own configuration.")
+@click.option("--quiet", is_flag=True, help="No progress display.")
+def search(out, preset, config_file, resume, quiet, **settings) -> None:
+    """Search architectures with shared weights (enas, random or oneshot).
+
+    \b
+    enastool search --space micro --preset smoke --out runs/demo
+    enastool search --resume runs/demo          # after Ctrl-C (exit 130) or SIGTERM (143)
+    """
+    from enastool.config import resolve_search_config
+    from enastool.runs import LAST_CHECKPOINT, GracefulInterrupt, RunDir
+    from enastool.search.loop import SearchLoop, check_single_process
+
+    given = {field: value for field, value in settings.items() if value is not None}
+    check_single_process()
+    run = None
+    if resume is not None:
+        extra = [option_name(field) for field in given]
+        extra += [name for name, value in (("--out", out), ("--preset", preset), ("--config", config_file)) if value]
+        if extra:
+            raise EnasError(
+                f"--resume {resume} continues the run with the configuration in its config.json; "
+                f"drop {', '.join(extra)}"
+            )
+        run = RunDir.open(resume, kind="search")
+        config = run.config
+    else:
+        if out is None:
+            raise EnasError("give --out RUN for a new search, or --resume RUN to continue one")
+        config = resolve_search_config(preset or "paper", given.get("space"), config_file, given)
+
+    title = f"search {config.space} {config.strategy}"
+    with ProgressReporter(title, quiet=quiet) as reporter, GracefulInterrupt() as interrupt:
+        # Device, data and sizes are checked before a new run directory is created, so a
+        # mistake there leaves no half-made run behind.
+        loop = SearchLoop(config, run, callback=reporter, interrupt=interrupt)
+        if run is None:
+            chosen = {"out": out, "preset": preset, "config": config_file, **given}
+            command = ["enastool", "search"]  # as parsed: the options given, in a fixed order
+            for name, value in chosen.items():
+                if value is not None:
+                    command += [option_name(name), str(value)]
+            loop.run = run = RunDir.create(out, config, command=command)
+        result = loop.search(resume=resume is not None)
+    if result["interrupted"]:
+        click.echo(
+            f"enastool: interrupted at step {result['step']} (epoch {result['epoch'] + 1} of {config.epochs}); "
+            f"checkpoint {run.checkpoint_path(LAST_CHECKPOINT)} saved; "
+            f"continue with: enastool search --resume {run.path}",
+            err=True,
+        )
+        sys.exit(interrupt.exit_code or 1)
+    if not quiet:
+        err_console.print(
+            f"{title}: {result['epoch']} epochs in {run.path}; next: enastool derive {run.path}",
+            markup=False, highlight=False, soft_wrap=True,
+        )
+
+
+@click.command()
+@click.argument("run", metavar="RUN")
+@click.option("--samples", type=click.IntRange(min=1), default=None,
+              help="Architectures to sample and score (default: the run's derive_samples).")
+@click.option("--top", type=click.IntRange(min=1), default=1, show_default=True,
+              help="How many of the best to print.")
+@click.option("--batches", type=click.IntRange(min=1), default=None,
+              help="Validation minibatches scoring each architecture (default: the run's "
+                   "derive_batches; not set: the whole split).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: one record per line; json: a list of objects with a score.")
+@click.option("--seed", type=click.IntRange(min=0), default=None,
+              help="Seed of the sampling (default: the run's seed).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--quiet", is_flag=True, help="No progress display and no ranking table.")
+def derive(run, samples, top, batches, fmt, seed, device, quiet) -> None:
+    """Sample architectures from search RUN, score them with its shared weights, print the best.
+
+    \b
+    enastool derive runs/demo | enastool render - -o best.png
+    enastool derive runs/demo --samples 200 --top 5 --format json
+    """
+    from enastool.encoding.textio import format_record
+    from enastool.search.derive import derive as run_derive
+    from enastool.search.derive import open_search_run
+
+    if batches is None:
+        batches = open_search_run(run).config.derive_batches
+
+    reporter = ProgressReporter(f"derive {run}", quiet=quiet)
+    with reporter:
+        # Per-architecture events make a bar on a terminal; in a log they would be noise.
+        ranked = run_derive(run, samples=samples, batches=batches, seed=seed, device=device,
+                            callback=reporter if reporter.live else None)
+    best = ranked[:top]
+    if fmt == "json":
+        rows = [json.dumps({**arch.to_dict(), "score": score}) for arch, score in best]
+        click.echo("[\n" + ",\n".join(rows) + "\n]" if rows else "[]")
+    else:
+        for arch, _ in best:
+            click.echo(format_record(arch))
+    if not quiet:
+        _ranking_table(run, ranked, top, batches)
+
+
+def _ranking_table(run: str, ranked: list, top: int, batches: int | None) -> None:
+    from rich.table import Table
+
+    from enastool.encoding.textio import format_record
+
+    scored_on = f"{batches} validation batches" if batches else "the whole validation split"
+    table = Table(title=f"{run}: {len(ranked)} distinct architectures, scored on {scored_on}",
+                  title_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column("architecture", overflow="fold")
+    for rank, (arch, score) in enumerate(ranked[: max(top, TABLE_ROWS)], start=1):
+        marker = "*" if rank <= top else ""
+        table.add_row(f"{rank}{marker}", f"{score:.4f}", format_record(arch))
+    err_console.print(table)

@@ -1,0 +1,504 @@
+"""The search loop: shared-weight training driven by a strategy, in a run directory.
+
+One epoch of a search (reference sec. 1 and 4):
+
+1. one SGD step of the shared weights per training minibatch, each on a freshly chosen child
+   (enas: sampled from the controller without grad; random: uniform; oneshot: every path with
+   path dropout);
+2. enas: ``controller_updates`` controller updates (see ``strategies``), each child rewarded
+   with its accuracy on the next validation minibatch (shared weights, eval mode, no grad);
+   random and oneshot score ``PROBE_ARCHS`` uniform architectures the same way, only to report
+   a validation accuracy;
+3. an epoch record in metrics.jsonl and, every ``checkpoint_every`` epochs, last.pt.
+
+The run is split as for the authors' search: training minibatches from the ``train`` split,
+rewards and derive scores from the held-out ``valid`` split (``val_size`` re-cuts them); the
+test split is never read. Choices where the reference is silent or wrong:
+
+- Gradient clipping of the shared weights is really applied (``clip_grad_norm_`` at
+  ``grad_clip``; 0 = off). The authors' code computed clipped gradients and then ignored them.
+- Weight decay (``l2``) applies to kernels only, as in final training (``parameter_groups``).
+  Gradients are reset to None before each step, so SGD's momentum and weight decay touch only
+  the parameters of the child that step trained (Bender et al.: "L2 only on active paths").
+- The micro search supernet has no drop path: ``drop_path_keep`` applies to final training.
+- The learning rate follows the cosine-restart curve per step (fractional epoch), as in final
+  training; the controller phase does not advance it.
+- Loss and accuracy accumulate on the device; the host reads them only when a record is due.
+  The controller phase reads the rewards once per update.
+
+Resume is exact: the checkpoint holds the supernet, the strategy (controller, its optimiser,
+baseline, generators), both optimisers' states, both loaders' positions and generators, the
+global RNG states, the running sums of the current log interval and epoch, and the counters.
+A run interrupted at any step (shared or controller) and resumed ends with the same weights,
+bit for bit on the CPU, as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..data import Augment, DatasetInfo, DeviceLoader, Split, channel_stats, endless, load_dataset
+from ..encoding.macro import MacroArch
+from ..encoding.textio import format_record
+from ..errors import EnasError
+from ..nn.supernet import MacroSupernet, MicroSupernet
+from ..runs import LAST_CHECKPOINT as LAST
+from ..runs import capture_rng_state, restore_rng_state, write_text_atomic
+from ..train import distributed
+from ..train.device import autocast, autocast_dtype, needs_grad_scaler, resolve_device, use_channels_last
+from ..train.schedule import CosineWarmRestarts, set_lr
+from ..train.trainer import RunningMeter, parameter_groups
+from .strategies import Strategy, build_strategy, uniform_arch
+
+CHECKPOINT_VERSION = 1
+RUN_KIND = "search"
+PROBE_ARCHS = 10  # random/oneshot: uniform architectures scored at each epoch end (a figure only)
+VALID_SEED_OFFSET = 1  # the validation batches are shuffled by their own stream
+PROBE_SEED_STRIDE = 1_000_003  # keeps (seed, epoch) probe seeds apart
+# Controller figures averaged over an epoch's updates in its record (the baseline is its latest value).
+MEAN_FIGURES = ("reward", "valid_acc", "entropy", "controller_loss", "skip_rate", "skip_penalty")
+# The latest of these (controller update or epoch-end probe) ride along in every step record.
+LATEST_FIGURES = ("reward", "valid_acc", "baseline", "entropy", "controller_loss")
+
+Callback = Callable[[dict], None]
+
+
+@dataclass
+class Progress:
+    """The counters a checkpoint restores. ``epoch`` is the epoch in progress (0-based)."""
+
+    epoch: int = 0
+    step: int = 0  # shared-weight steps since the start of the run
+    controller_step: int = 0  # strategy updates (controller updates) since the start
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+# ------------------------------------------------------------------------------ shared helpers
+def check_single_process() -> None:
+    """Search runs in one process: refuse under torchrun (WORLD_SIZE > 1)."""
+    info = distributed.env_info()
+    if info.world_size > 1:
+        raise EnasError(
+            f"search runs on one process, but WORLD_SIZE={info.world_size} says torchrun started "
+            f"{info.world_size}; run `enastool search` without torchrun (the controller and the "
+            "shared weights are updated one child at a time)"
+        )
+
+
+def search_data(config) -> tuple[Split, Split, DatasetInfo]:
+    """(train, valid, info) of a search run: the data set's search cut, or ``val_size``'s.
+
+    With ``val_size`` the last ``val_size`` images of train + valid are held out (for CIFAR-10
+    that is the end of the training batches, as the authors did) and the normalisation
+    statistics are recomputed on the new training part.
+    """
+    splits = load_dataset(config.dataset, config.data_dir, purpose=RUN_KIND)
+    train, valid, info = splits.train, splits.valid, splits.info
+    if config.val_size is not None:
+        images = torch.cat([train.images, valid.images])
+        labels = torch.cat([train.labels, valid.labels])
+        if config.val_size >= images.shape[0]:
+            raise EnasError(
+                f"val_size = {config.val_size} leaves no training images of the "
+                f"{images.shape[0]} in {config.dataset}; lower it"
+            )
+        cut = images.shape[0] - config.val_size
+        train, valid = Split(images[:cut], labels[:cut]), Split(images[cut:], labels[cut:])
+        mean, std = channel_stats(train.images)
+        info = replace(info, mean=mean, std=std)
+    return train, valid, info
+
+
+def build_supernet(config, in_channels: int, num_classes: int) -> torch.nn.Module:
+    """The supernet of ``config.space`` at the config's size."""
+    if config.space == MacroArch.space:
+        return MacroSupernet(
+            num_layers=config.layers, channels=config.channels, in_channels=in_channels,
+            num_classes=num_classes, keep_prob=config.keep_prob,
+        )
+    return MicroSupernet(
+        num_layers=config.layers, channels=config.channels, num_blocks=config.num_blocks,
+        in_channels=in_channels, num_classes=num_classes, keep_prob=config.keep_prob,
+    )
+
+
+def meter_state(meter: RunningMeter) -> dict:
+    """The sums of a RunningMeter (its clock restarts on resume)."""
+    return {"loss_sum": meter.loss_sum, "correct": meter.correct, "images": meter.images}
+
+
+def load_meter_state(meter: RunningMeter, state: dict) -> None:
+    meter.reset()
+    meter.loss_sum = state["loss_sum"].to(meter.device)
+    meter.correct = state["correct"].to(meter.device)
+    meter.images = int(state["images"])
+
+
+# ------------------------------------------------------------------------------ the loop
+class SearchLoop:
+    """Builds everything a search run needs and runs its epochs.
+
+    ``run`` may be None while building, so that a caller can check the device, the data and
+    the sizes before it creates a run directory; set ``self.run`` before :meth:`search`.
+    """
+
+    def __init__(self, config, run, *, callback: Callback | None = None, interrupt=None):
+        check_single_process()
+        self.config = config
+        self.run = run
+        self.callback = callback
+        self.interrupt = interrupt
+        self.device = resolve_device(config.device)
+        self.dtype = autocast_dtype(config, self.device)
+        self.channels_last = use_channels_last(config, self.device)
+        self._build()
+
+    # ------------------------------------------------------------------ setup
+    def _build(self) -> None:
+        config = self.config
+        train, valid, self.info = search_data(config)
+        torch.manual_seed(config.seed)
+        supernet = build_supernet(config, self.info.channels, self.info.num_classes)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.supernet = supernet.to(self.device, memory_format=memory_format)
+        self.strategy: Strategy = build_strategy(config, self.device)
+        common = dict(device=self.device, mean=self.info.mean, std=self.info.std,
+                      channels_last=self.channels_last)
+        augment = Augment(pad=config.augment_pad, flip=config.augment_flip, cutout=config.cutout)
+        self.train_loader = DeviceLoader(
+            *train, batch_size=config.batch_size, train=True, augment=augment, drop_last=True,
+            seed=config.seed, **common,
+        )
+        # Reward batches: shuffled, unaugmented, all of one size (batch-statistics BN).
+        self.valid_loader = DeviceLoader(
+            *valid, batch_size=config.batch_size, train=False, shuffle=True, drop_last=True,
+            seed=config.seed + VALID_SEED_OFFSET, **common,
+        )
+        self.steps_per_epoch = len(self.train_loader)
+        for loader, split in ((self.train_loader, "training"), (self.valid_loader, "validation")):
+            if len(loader) == 0:
+                raise EnasError(
+                    f"--batch-size {config.batch_size} is larger than the {loader.num_examples} "
+                    f"{split} images of {config.dataset}; lower it"
+                )
+        self.optimizer = torch.optim.SGD(
+            parameter_groups(self.supernet, config.l2),
+            lr=config.lr_max,
+            momentum=config.momentum,
+            nesterov=config.nesterov and config.momentum > 0,  # torch refuses Nesterov without momentum
+        )
+        self.schedule = CosineWarmRestarts.from_config(config)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.dtype))
+        self.params = [p for p in self.supernet.parameters() if p.requires_grad]
+        self.progress = Progress()
+        self.interval = RunningMeter(self.device)  # the current log interval
+        self.epoch_meter = RunningMeter(self.device)  # the current epoch
+        self.figure_sums: dict = {}  # sums of the controller figures of the current epoch
+        self.lr = config.lr_max  # the rate of the latest step
+        self.last_arch: str | None = None  # record of the latest sampled architecture
+        self.latest: dict = {}  # the latest LATEST_FIGURES
+        self.last_saved_step: tuple[int, int, int] | None = None  # _position() of the newest last.pt
+
+    # ------------------------------------------------------------------ events and I/O
+    def _emit(self, event: dict) -> None:
+        if self.callback is not None:
+            self.callback(event)
+
+    def _record(self, record: dict) -> None:
+        self.run.log(record)
+        self._emit(record)
+
+    def _interrupted(self) -> bool:
+        return bool(self.interrupt is not None and getattr(self.interrupt, "interrupted", False))
+
+    def _checkpoint_state(self) -> dict:
+        return {
+            "version": CHECKPOINT_VERSION,
+            "kind": RUN_KIND,
+            "space": self.config.space,
+            "strategy_name": self.config.strategy,
+            "supernet": self.supernet.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "strategy": self.strategy.state_dict(),
+            "train_loader": self.train_loader.state_dict(),
+            "valid_loader": self.valid_loader.state_dict(),
+            "rng": capture_rng_state(),
+            "progress": self.progress.to_dict(),
+            "epoch": self.progress.epoch,
+            "step": self.progress.step,
+            "meters": {"interval": meter_state(self.interval), "epoch": meter_state(self.epoch_meter)},
+            "figure_sums": dict(self.figure_sums),
+            "last_arch": self.last_arch,
+            "latest": dict(self.latest),
+            "network": {"in_channels": self.info.channels, "num_classes": self.info.num_classes},
+        }
+
+    def _position(self) -> tuple[int, int, int]:
+        return (self.progress.epoch, self.progress.step, self.progress.controller_step)
+
+    def _save(self) -> None:
+        where = self._position()
+        if self.last_saved_step == where:
+            return  # already written here (epoch end followed by an interrupt)
+        self.run.save_checkpoint(LAST, self._checkpoint_state())
+        self.last_saved_step = where
+        self._emit({"kind": "checkpoint", "name": LAST, "epoch": self.progress.epoch,
+                    "step": self.progress.step})
+
+    def _restore(self) -> None:
+        if not self.run.has_checkpoint(LAST):
+            # Stopped (hard) before its first checkpoint: nothing to keep but the config.
+            self._forget_records_after(self.progress)
+            return
+        state = self.run.load_checkpoint(LAST)
+        path = self.run.checkpoint_path(LAST)
+        if state.get("kind") != RUN_KIND or state.get("version") != CHECKPOINT_VERSION:
+            raise EnasError(f"{path}: not a search checkpoint of this enastool version")
+        if (state["space"], state["strategy_name"]) != (self.config.space, self.config.strategy):
+            raise EnasError(
+                f"{path}: written by a {state['space']} {state['strategy_name']} search, but the "
+                f"run's config says {self.config.space} {self.config.strategy}; restore its config.json"
+            )
+        self.supernet.load_state_dict(state["supernet"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.strategy.load_state_dict(state["strategy"])
+        self.train_loader.load_state_dict(state["train_loader"])
+        self.valid_loader.load_state_dict(state["valid_loader"])
+        restore_rng_state(state["rng"])
+        self.progress = Progress(**state["progress"])
+        load_meter_state(self.interval, state["meters"]["interval"])
+        load_meter_state(self.epoch_meter, state["meters"]["epoch"])
+        self.figure_sums = dict(state["figure_sums"])
+        self.last_arch = state["last_arch"]
+        self.latest = dict(state["latest"])
+        self.last_saved_step = self._position()
+        self.lr = self.schedule.lr_at(max(self.progress.step - 1, 0) / self.steps_per_epoch)
+        self._forget_records_after(self.progress)
+
+    def _forget_records_after(self, progress: Progress) -> None:
+        """Drop metrics written after the checkpoint (a hard stop): they are about to be redone."""
+        self.run.truncate_after(progress.step)
+        records = self.run.read_metrics()
+        kept = [
+            r for r in records
+            if r.get("controller_step", 0) <= progress.controller_step
+            and not (r.get("kind") == "epoch" and r.get("epoch", 0) > progress.epoch)
+        ]
+        if len(kept) != len(records):
+            text = "".join(json.dumps(r, allow_nan=True) + "\n" for r in kept)
+            write_text_atomic(self.run.metrics_path, text)
+
+    # ------------------------------------------------------------------ shared-weight phase
+    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, object]:
+        """One SGD step of the shared weights on a fresh child; (loss, correct, child)."""
+        epoch = self.progress.step / self.steps_per_epoch
+        self.lr = self.schedule.lr_at(epoch)
+        set_lr(self.optimizer, self.lr)
+        child = self.strategy.child()
+        with autocast(self.device, self.dtype):
+            logits = self.strategy.logits(self.supernet, x, child, epoch).float()
+            loss = F.cross_entropy(logits, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.config.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not scaled ones
+            torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach(), (logits.detach().argmax(dim=1) == y).sum(), child
+
+    def _shared_phase(self) -> bool:
+        """The rest of the epoch's shared-weight steps; False when interrupted part-way."""
+        progress = self.progress
+        done = progress.step - progress.epoch * self.steps_per_epoch
+        if done >= self.steps_per_epoch:
+            return True
+        self.supernet.train()
+        for x, y in self.train_loader:
+            loss, correct, child = self._train_step(x, y)
+            self.interval.add(loss, correct, y.shape[0])
+            self.epoch_meter.add(loss, correct, y.shape[0])
+            progress.step += 1
+            if progress.step % self.config.log_every == 0:
+                self._log_step(child)
+            # After the last step the loop runs out first, so the loader rolls over to its
+            # next epoch and the checkpoint matches an uninterrupted run's exactly.
+            last_of_epoch = progress.step == (progress.epoch + 1) * self.steps_per_epoch
+            if not last_of_epoch and self._interrupted():
+                return False
+        return not self._interrupted()
+
+    def _log_step(self, child) -> None:
+        reading = self.interval.read()
+        epoch = self.progress.step / self.steps_per_epoch
+        record = {
+            "kind": "step",
+            "step": self.progress.step,
+            "epoch": epoch,
+            "loss": reading["loss"],
+            "acc": reading["acc"],
+            "lr": self.lr,
+            "images_per_s": self.interval.images / reading["seconds"],
+            **self.strategy.step_figures(epoch),
+            **self.latest,
+        }
+        if child is not None:
+            record["arch"] = self.last_arch = format_record(child)
+        self._record(record)
+        self.interval.reset()
+
+    # ------------------------------------------------------------------ validation phase
+    @torch.no_grad()
+    def _reward(self, arch) -> torch.Tensor:
+        """Accuracy of ``arch`` on the next validation minibatch (a device scalar)."""
+        x, y = next(self.valid_batches)
+        with autocast(self.device, self.dtype):
+            logits = self.supernet(x, arch)
+        return (logits.argmax(dim=1) == y).float().mean()
+
+    def _update_phase(self) -> bool:
+        """The epoch's strategy updates (enas: controller); False when interrupted part-way."""
+        progress, per_epoch = self.progress, self.strategy.updates_per_epoch
+        self.supernet.eval()
+        try:
+            while progress.controller_step < (progress.epoch + 1) * per_epoch:
+                figures = self.strategy.update(self._reward)
+                progress.controller_step += 1
+                self._add_figures(figures)
+                self.latest = {name: figures[name] for name in LATEST_FIGURES if name in figures}
+                self.last_arch = figures.get("arch", self.last_arch)
+                self._record({
+                    "kind": "controller",
+                    "step": progress.step,
+                    "controller_step": progress.controller_step,
+                    "epoch": progress.step / self.steps_per_epoch,
+                    "controller_updates": per_epoch,
+                    **figures,
+                })
+                if self._interrupted():
+                    return False
+        finally:
+            self.supernet.train()
+        return True
+
+    @torch.no_grad()
+    def _probe(self) -> float:
+        """Mean validation-minibatch accuracy of PROBE_ARCHS uniform architectures."""
+        rng = random.Random(self.config.seed * PROBE_SEED_STRIDE + self.progress.epoch)
+        self.supernet.eval()
+        try:
+            accuracies = [self._reward(uniform_arch(self.config, rng)) for _ in range(PROBE_ARCHS)]
+        finally:
+            self.supernet.train()
+        return torch.stack(accuracies).mean().item()
+
+    def _add_figures(self, figures: dict) -> None:
+        sums = self.figure_sums
+        for name in MEAN_FIGURES:
+            if name in figures:
+                sums[name] = sums.get(name, 0.0) + figures[name]
+        sums["updates"] = sums.get("updates", 0) + 1
+        if "baseline" in figures:
+            sums["baseline"] = figures["baseline"]
+
+    # ------------------------------------------------------------------ epoch end
+    def _end_epoch(self) -> None:
+        config, progress = self.config, self.progress
+        reading = self.epoch_meter.read()
+        record = {
+            "kind": "epoch",
+            "step": progress.step,
+            "epoch": progress.epoch + 1,
+            "loss": reading["loss"],
+            "acc": reading["acc"],
+            "lr": self.lr,
+            "images_per_s": self.epoch_meter.images / reading["seconds"],
+            **self.strategy.step_figures(float(progress.epoch + 1)),
+        }
+        sums = self.figure_sums
+        if sums.get("updates"):
+            record.update({name: sums[name] / sums["updates"] for name in MEAN_FIGURES if name in sums})
+            if "baseline" in sums:
+                record["baseline"] = sums["baseline"]
+            record["controller_step"] = progress.controller_step
+        else:
+            record["valid_acc"] = self._probe()
+            self.latest = {"valid_acc": record["valid_acc"]}
+        if self.last_arch is not None:
+            record["arch"] = self.last_arch
+        progress.epoch += 1
+        self.epoch_meter.reset()
+        self.figure_sums = {}
+        self._record(record)
+        if progress.epoch % config.checkpoint_every == 0 or progress.epoch == config.epochs:
+            self._save()
+
+    # ------------------------------------------------------------------ run
+    def search(self, resume: bool = False) -> dict:
+        config = self.config
+        if resume:
+            self._restore()
+        self.valid_batches = endless(self.valid_loader)  # after the restore: from its position
+        self._emit({
+            "kind": "start",
+            "space": config.space,
+            "strategy": config.strategy,
+            "epochs": config.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+            "total_steps": config.epochs * self.steps_per_epoch,
+            "controller_updates": self.strategy.updates_per_epoch,
+            "start_epoch": self.progress.epoch,
+            "start_step": self.progress.step,
+            "device": str(self.device),
+            "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
+            "params": sum(p.numel() for p in self.params),
+        })
+        started = time.perf_counter()
+        while self.progress.epoch < config.epochs:
+            if not self._shared_phase() or not self._update_phase():
+                return self._stop(started)
+            self._end_epoch()
+            if self._interrupted() and self.progress.epoch < config.epochs:
+                return self._stop(started)
+        result = self._result(interrupted=False, started=started)
+        self._record({"kind": "done", **result})
+        return result
+
+    def _stop(self, started: float) -> dict:
+        self._save()
+        return self._result(interrupted=True, started=started)
+
+    def _result(self, *, interrupted: bool, started: float) -> dict:
+        return {
+            "interrupted": interrupted,
+            "epoch": self.progress.epoch,
+            "step": self.progress.step,
+            "controller_step": self.progress.controller_step,
+            "arch": self.last_arch,
+            "seconds": time.perf_counter() - started,
+        }
+
+
+def search(config, run, *, resume: bool = False, callback: Callback | None = None, interrupt=None) -> dict:
+    """Run (or, with ``resume``, continue) the search ``config`` describes in ``run``.
+
+    ``run`` is the RunDir created for ``config`` (RunDir.create, or RunDir.open to resume).
+    ``callback(event)`` receives the progress events: ``start``, ``step`` (every
+    ``log_every`` steps), ``controller`` (every controller update), ``epoch``, ``checkpoint``,
+    ``done``; step, controller and epoch events are also the records of metrics.jsonl.
+    ``interrupt`` is anything with an ``interrupted`` attribute (a GracefulInterrupt): once it
+    turns true the current step or update ends, last.pt is written and the result carries
+    ``"interrupted": True``. Refuses to run under torchrun with more than one process.
+    """
+    return SearchLoop(config, run, callback=callback, interrupt=interrupt).search(resume)

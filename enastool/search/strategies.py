@@ -1,0 +1,243 @@
+"""The three search strategies behind one small interface.
+
+The search loop asks a strategy for the child of each shared-weight step (``child``), the
+logits of that step (``logits``), what to do after an epoch's steps (``update``, called
+``updates_per_epoch`` times), and the candidates that derive scores (``propose``):
+
+- ``enas`` (Pham et al.): children sampled from the controller (no grad). After the
+  shared-weight steps of an epoch, ``controller_updates`` REINFORCE updates, each averaging
+  ``controller_samples`` sampled architectures. Reward = validation-minibatch accuracy of the
+  child with the shared weights + ``entropy_weight`` x the entropy of its decisions (the
+  authors put the entropy bonus into the reward). The baseline is an exponential moving
+  average of the rewards, updated after every sample (decay ``baseline_decay``); each
+  sample's advantage is taken against the baseline *before* its own reward enters it, so it
+  stays unbiased. The baseline starts at the first reward rather than at the authors' 0,
+  whose first few hundred advantages are all positive and reinforce whatever was sampled.
+  Loss = mean over the samples of ``-log_prob x advantage + skip_weight x skip_penalty``;
+  Adam (``controller_lr``, betas (``controller_beta1``, 0.999), eps ``controller_eps``).
+- ``random`` (random search with weight sharing, Li and Talwalkar): uniform children.
+- ``oneshot`` (Bender et al.): every path runs, each dropped with a rate ramped linearly from
+  0 to ``oneshot_drop_max`` over the first ``oneshot_drop_ramp`` of the epochs (the supernet
+  keeps at least one input per node); no child architecture.
+
+random and oneshot propose uniformly sampled candidates to derive; enas samples them from the
+trained controller. Every random number a strategy draws comes from its own generator, whose
+state is part of :meth:`Strategy.state_dict`, so a resumed search draws the same children.
+
+The controller runs on the CPU whatever device the supernet uses: it is a 64-unit LSTM that
+emits one token at a time, so on a GPU every token would be a kernel launch, and the
+architecture has to reach the host anyway to pick the supernet's modules.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Callable, ClassVar
+
+import torch
+
+from ..encoding.macro import MacroArch
+from ..encoding.micro import MicroArch
+from ..encoding.spaces import Arch
+from ..encoding.textio import format_record
+from .controller import build_controller
+
+CONTROLLER_DEVICE = torch.device("cpu")
+ADAM_BETA2 = 0.999  # the authors' (and Adam's default) second-moment decay
+
+RewardFn = Callable[[Arch], torch.Tensor]  # an architecture -> its accuracy on one validation batch
+
+
+def uniform_arch(config, rng: random.Random) -> Arch:
+    """A uniformly random architecture of the config's space and size."""
+    if config.space == MacroArch.space:
+        return MacroArch.sample(rng, num_layers=config.layers)
+    return MicroArch.sample(rng, num_blocks=config.num_blocks)
+
+
+def random_state(rng: random.Random) -> list:
+    """A ``random.Random`` state as plain lists and ints (loadable with weights_only=True)."""
+    version, internal, gauss_next = rng.getstate()
+    return [version, list(internal), gauss_next]
+
+
+def set_random_state(rng: random.Random, state: list) -> None:
+    version, internal, gauss_next = state
+    rng.setstate((version, tuple(internal), gauss_next))
+
+
+class Strategy:
+    """What the search loop needs from a strategy (the base is the weight-sharing default)."""
+
+    name: ClassVar[str]
+    updates_per_epoch: int = 0  # calls of ``update`` after each epoch's shared-weight steps
+
+    def __init__(self, config, device: torch.device):
+        self.config = config
+        self.device = device
+
+    def child(self) -> Arch | None:
+        """The architecture of the next shared-weight step (None: every path runs)."""
+        raise NotImplementedError
+
+    def logits(self, supernet: torch.nn.Module, x: torch.Tensor, child: Arch | None, epoch: float) -> torch.Tensor:
+        """The supernet's logits for one step at fractional ``epoch``."""
+        return supernet(x, child)
+
+    def step_figures(self, epoch: float) -> dict:
+        """Extra fields of a step record."""
+        return {}
+
+    def update(self, reward_of: RewardFn) -> dict:
+        """One update after the shared-weight steps; returns its figures (metrics record)."""
+        raise NotImplementedError(f"strategy {self.name} has no updates")
+
+    def propose(self, count: int, seed: int) -> list[Arch]:
+        """``count`` candidate architectures for derive, from a generator seeded by ``seed``."""
+        rng = random.Random(seed)
+        return [uniform_arch(self.config, rng) for _ in range(count)]
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+
+class EnasStrategy(Strategy):
+    """Children from the controller; REINFORCE updates of the controller between epochs."""
+
+    name = "enas"
+
+    def __init__(self, config, device: torch.device):
+        super().__init__(config, device)
+        self.controller = build_controller(config).to(CONTROLLER_DEVICE)
+        self.optimizer = torch.optim.Adam(
+            self.controller.parameters(),
+            lr=config.controller_lr,
+            betas=(config.controller_beta1, ADAM_BETA2),
+            eps=config.controller_eps,
+        )
+        self.generator = torch.Generator(CONTROLLER_DEVICE).manual_seed(config.seed)
+        self.baseline: float | None = None  # set by the first reward
+        self.updates_per_epoch = config.controller_updates
+
+    def child(self) -> Arch:
+        with torch.no_grad():
+            return self.controller.sample(self.generator).arch
+
+    def update(self, reward_of: RewardFn) -> dict:
+        config = self.config
+        samples = [self.controller.sample(self.generator) for _ in range(config.controller_samples)]
+        # One host read per update: every reward is computed on the device first.
+        accuracies = torch.stack([reward_of(s.arch).float() for s in samples]).tolist()
+        entropies = [s.entropy.item() for s in samples]  # CPU tensors: no device sync
+        rewards = [a + config.entropy_weight * e for a, e in zip(accuracies, entropies)]
+        loss = torch.zeros((), device=CONTROLLER_DEVICE)
+        for sample, reward in zip(samples, rewards):
+            if self.baseline is None:
+                self.baseline = reward
+            advantage = reward - self.baseline
+            self.baseline = config.baseline_decay * self.baseline + (1 - config.baseline_decay) * reward
+            loss = loss - sample.log_prob * advantage + config.skip_weight * sample.skip_penalty
+        loss = loss / len(samples)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        best = max(range(len(samples)), key=rewards.__getitem__)
+        figures = {
+            "reward": _mean(rewards),
+            "valid_acc": _mean(accuracies),
+            "baseline": self.baseline,
+            "entropy": _mean(entropies),
+            "controller_loss": loss.item(),
+            "arch": format_record(samples[best].arch),
+        }
+        if config.space == MacroArch.space:
+            figures["skip_rate"] = _mean([s.arch.skip_density for s in samples])
+            figures["skip_penalty"] = _mean([s.skip_penalty.item() for s in samples])
+        return figures
+
+    def propose(self, count: int, seed: int) -> list[Arch]:
+        generator = torch.Generator(CONTROLLER_DEVICE).manual_seed(seed)
+        with torch.no_grad():
+            return [self.controller.sample(generator).arch for _ in range(count)]
+
+    def state_dict(self) -> dict:
+        return {
+            "controller": self.controller.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "baseline": self.baseline,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.controller.load_state_dict(state["controller"])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+        if "generator" in state:
+            self.generator.set_state(state["generator"].cpu())
+        self.baseline = state.get("baseline")
+
+
+class RandomStrategy(Strategy):
+    """Uniform children: random search with weight sharing."""
+
+    name = "random"
+
+    def __init__(self, config, device: torch.device):
+        super().__init__(config, device)
+        self.rng = random.Random(config.seed)
+
+    def child(self) -> Arch:
+        return uniform_arch(self.config, self.rng)
+
+    def state_dict(self) -> dict:
+        return {"rng": random_state(self.rng)}
+
+    def load_state_dict(self, state: dict) -> None:
+        set_random_state(self.rng, state["rng"])
+
+
+class OneShotStrategy(Strategy):
+    """All paths with path dropout (Bender et al.); candidates are sampled uniformly."""
+
+    name = "oneshot"
+
+    def __init__(self, config, device: torch.device):
+        super().__init__(config, device)
+        # The dropout masks are drawn on the supernet's device, so the generator lives there.
+        self.generator = torch.Generator(device).manual_seed(config.seed)
+
+    def drop_rate(self, epoch: float) -> float:
+        """Linear from 0 to oneshot_drop_max over the first oneshot_drop_ramp of the epochs."""
+        ramp_epochs = self.config.oneshot_drop_ramp * self.config.epochs
+        return self.config.oneshot_drop_max * min(1.0, epoch / ramp_epochs)
+
+    def child(self) -> None:
+        return None
+
+    def logits(self, supernet, x, child, epoch: float) -> torch.Tensor:
+        return supernet.forward_oneshot(x, self.drop_rate(epoch), self.generator)
+
+    def step_figures(self, epoch: float) -> dict:
+        return {"drop_rate": self.drop_rate(epoch)}
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (EnasStrategy, RandomStrategy, OneShotStrategy)
+}
+
+
+def build_strategy(config, device: torch.device) -> Strategy:
+    return STRATEGIES[config.strategy](config, device)
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
