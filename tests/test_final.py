@@ -1,5 +1,6 @@
 """Final networks (macro and micro) and parameter / FLOP counting."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -7,43 +8,15 @@ import torch
 from torch import nn
 
 from enastool.encoding import Block, Cell, MacroArch, MacroLayer, MacroOp, MicroArch, MicroOp
+from enastool.encoding.textio import load_one
 from enastool.errors import EnasError
 from enastool.nn.counting import count_flops, count_params, network_counts
 from enastool.nn.final import DropPath, MacroNet, MicroNet, build_final_network
 
-# The authors' final architectures (reference sec. 3), verbatim.
-AUTHORS_MACRO = """
-0
-3 0
-0 1 0
-2 0 0 1
-2 0 0 0 0
-3 1 1 0 1 0
-2 0 0 0 0 0 1
-2 0 1 1 0 1 1 1
-1 0 1 1 1 0 1 0 1
-0 0 0 0 0 0 0 0 0 0
-2 0 0 0 0 0 1 0 0 0 0
-0 1 0 0 1 1 0 0 0 0 1 1
-2 0 1 0 0 0 0 0 1 0 1 1 0
-1 0 0 1 0 0 0 1 1 1 0 1 0 1
-0 1 1 0 1 0 1 0 0 0 0 0 1 0 0
-2 0 0 1 0 0 0 0 0 0 0 1 0 1 0 1
-2 0 1 0 0 0 1 0 0 1 1 1 1 0 0 1 0
-2 0 0 0 0 1 0 1 0 1 0 0 1 0 1 0 0 1
-3 0 1 1 0 1 0 0 0 0 0 1 0 1 0 1 0 0 0
-3 0 1 1 0 0 0 0 0 0 0 0 0 1 1 0 0 0 0 1
-0 1 0 0 1 0 1 1 0 0 0 1 0 0 0 0 0 1 1 0 0
-3 0 1 0 1 1 0 0 1 0 1 1 0 1 1 0 1 0 0 1 0 0
-0 1 0 1 0 1 0 0 0 0 0 0 0 0 1 0 1 0 0 1 0 0 0
-0 1 1 0 0 0 1 1 1 0 1 0 0 0 1 0 1 0 0 1 1 0 0 0
-"""
-AUTHORS_MICRO = """
-0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1
-1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1
-"""
-MACRO = MacroArch.from_ints([int(v) for v in AUTHORS_MACRO.split()])
-MICRO = MicroArch.from_ints([int(v) for v in AUTHORS_MICRO.split()])
+# The authors' final architectures (reference sec. 3), from the fixtures.
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
+MACRO = load_one(FIXTURES / "macro_final.txt")
+MICRO = load_one(FIXTURES / "micro_final.txt")
 
 TINY = 4  # channels for the small-width tests
 TINY_MICRO_LAYERS = 3  # one normal cell per stage
