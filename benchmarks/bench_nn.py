@@ -1,7 +1,10 @@
-"""Train-step throughput of the supernets and the final networks at the authors' settings.
+"""Train-step throughput of supernets and final networks; final-training epoch time.
+
+Every figure is at the authors' settings (reference sec. 4), on CIFAR-10-shaped data.
 
     python benchmarks/bench_nn.py --device cpu --dtype fp32 --small
     python benchmarks/bench_nn.py --device cuda --dtype bf16 --channels-last
+    python benchmarks/bench_nn.py --device auto --what epoch
 
 For each space it times full training steps (forward, cross-entropy, backward, SGD step) on
 CIFAR-10 shaped random data that lives on the device:
@@ -17,59 +20,49 @@ is the usual training estimate: the backward pass costs about two forwards (grad
 respect to the activations and to the weights). Forward FLOPs come from
 ``enastool.nn.counting`` (convolutions and matmuls only, multiply-add = 2); for the supernets
 they are the mean over the architectures of the timed steps. bf16 means autocast, used on
-CUDA only. The table goes to stdout.
+CUDA only. The tables go to stdout.
+
+Final-training epoch (``--what epoch``): the real trainer (``enastool.train.trainer``, with
+its data loader, augmentation, gradient clipping, schedule, evaluation and checkpointing, and
+torch.compile as ``--compile`` says) trains the authors' final architecture at the ``paper``
+final settings on random CIFAR-10-shaped images for two short epochs of ``--steps`` steps each.
+The second one is timed (the first pays for compilation and warm-up): its training steps,
+its test pass over ``--steps`` evaluation batches and its checkpoint write. The epoch time is
+**extrapolated** from those to one real epoch: 50,000 training images (50000 // batch steps),
+10,000 test images, one last.pt; the paper-run column multiplies it by the paper's epochs.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import resource
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from enastool.config import resolve_final_config
+from enastool.data import datasets
 from enastool.encoding import MacroArch, MicroArch
 from enastool.nn.counting import count_flops
+from enastool.runs import RunDir
+from enastool.train.device import resolve_device
+from enastool.train.evaluate import EVAL_BATCH_MULTIPLIER
+from enastool.train.trainer import train_final
+from enastool.encoding.textio import load_one
 from enastool.nn.final import build_final_network
 from enastool.nn.supernet import MacroSupernet, MicroSupernet
 
-# The authors' final architectures (reference sec. 3, cifar10_macro_final.sh and
-# cifar10_micro_final.sh), verbatim.
-AUTHORS_MACRO_FINAL = """
-0
-3 0
-0 1 0
-2 0 0 1
-2 0 0 0 0
-3 1 1 0 1 0
-2 0 0 0 0 0 1
-2 0 1 1 0 1 1 1
-1 0 1 1 1 0 1 0 1
-0 0 0 0 0 0 0 0 0 0
-2 0 0 0 0 0 1 0 0 0 0
-0 1 0 0 1 1 0 0 0 0 1 1
-2 0 1 0 0 0 0 0 1 0 1 1 0
-1 0 0 1 0 0 0 1 1 1 0 1 0 1
-0 1 1 0 1 0 1 0 0 0 0 0 1 0 0
-2 0 0 1 0 0 0 0 0 0 0 1 0 1 0 1
-2 0 1 0 0 0 1 0 0 1 1 1 1 0 0 1 0
-2 0 0 0 0 1 0 1 0 1 0 0 1 0 1 0 0 1
-3 0 1 1 0 1 0 0 0 0 0 1 0 1 0 1 0 0 0
-3 0 1 1 0 0 0 0 0 0 0 0 0 1 1 0 0 0 0 1
-0 1 0 0 1 0 1 1 0 0 0 1 0 0 0 0 0 1 1 0 0
-3 0 1 0 1 1 0 0 1 0 1 1 0 1 1 0 1 0 0 1 0 0
-0 1 0 1 0 1 0 0 0 0 0 0 0 0 1 0 1 0 0 1 0 0 0
-0 1 1 0 0 0 1 1 1 0 1 0 0 0 1 0 1 0 0 1 1 0 0 0
-"""
-AUTHORS_MICRO_FINAL = """
-0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1
-1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1
-"""
+# The authors' final architectures (reference sec. 3), as the repository's fixtures hold them.
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 
 # CIFAR-10 shaped data.
 IMAGE_SHAPE = (3, 32, 32)
@@ -114,9 +107,7 @@ SMALL_BATCH = 8
 
 
 def authors_arch(space: str):
-    text = AUTHORS_MACRO_FINAL if space == "macro" else AUTHORS_MICRO_FINAL
-    cls = MacroArch if space == "macro" else MicroArch
-    return cls.from_ints([int(v) for v in text.split()])
+    return load_one(FIXTURES / f"{space}_final.txt", space=space)
 
 
 class ArchStep(nn.Module):
@@ -218,13 +209,114 @@ class Runner:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB / MIB
 
 
+# --------------------------------------------------------------------------------------------
+# Final-training epoch time: the real trainer on random CIFAR-10-shaped data.
+# --------------------------------------------------------------------------------------------
+
+CIFAR10_TRAIN_IMAGES = 50_000
+CIFAR10_TEST_IMAGES = 10_000
+TIMED_EPOCHS = 2  # the first warms up (and compiles), the second is timed
+SECONDS_PER_HOUR = 3600
+DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16"}  # this script's names -> the config's
+
+
+@contextmanager
+def random_cifar10(train_images: int, test_images: int):
+    """Register random uint8 images of CIFAR-10's shape under the name cifar10 for a while, so
+    the trainer loads them through its ordinary data path (no files needed)."""
+    def read(data_dir, purpose):
+        generator = torch.Generator().manual_seed(0)
+
+        def split(count: int):
+            images = torch.randint(0, 256, (count, *IMAGE_SHAPE), dtype=torch.uint8, generator=generator)
+            return images, torch.randint(0, NUM_CLASSES, (count,), generator=generator)
+
+        test = split(test_images)
+        return split(train_images), test, test
+
+    saved = datasets.DATASETS["cifar10"]
+    datasets.DATASETS["cifar10"] = datasets.DatasetSource(
+        "cifar10", "random CIFAR-10-shaped images (benchmark)", NUM_CLASSES, needs_files=False, read=read,
+    )
+    try:
+        yield
+    finally:
+        datasets.DATASETS["cifar10"] = saved
+
+
+class EventClock:
+    """A trainer callback that notes when each event arrives (every event follows a host sync:
+    a log line reads the loss, evaluation reads its sums, a checkpoint copies to the host)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.events: list[tuple[float, dict]] = []
+
+    def __call__(self, event: dict) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.events.append((time.perf_counter(), event))
+
+    def at(self, kind: str, **match) -> float:
+        """Time of the last event of ``kind`` whose fields equal ``match``."""
+        times = [t for t, e in self.events if e["kind"] == kind and all(e.get(k) == v for k, v in match.items())]
+        if not times:
+            raise RuntimeError(f"no {kind} event with {match}")
+        return times[-1]
+
+
+def final_epoch_config(space: str, args: argparse.Namespace, device: torch.device, steps: int):
+    """The paper final settings of ``space``, on this device, for two short timed epochs."""
+    overrides = dict(
+        device=str(device), dtype=DTYPE_NAMES[args.dtype], channels_last=args.channels_last,
+        compile=args.compile, dataset="cifar10", epochs=TIMED_EPOCHS, eval_every=1, checkpoint_every=1,
+        log_every=steps,  # one log line (and host sync) exactly at the end of each epoch
+    )
+    if args.small:
+        overrides.update(channels=SMALL_CHANNELS[space], batch_size=SMALL_BATCH)
+    return resolve_final_config("paper", space, overrides=overrides, arch=authors_arch(space))
+
+
+def time_final_epoch(space: str, args: argparse.Namespace, device: torch.device) -> tuple:
+    """One row of the epoch table (see the module docstring)."""
+    steps = args.steps
+    probe = final_epoch_config(space, args, device, steps)
+    eval_batch = probe.batch_size * EVAL_BATCH_MULTIPLIER
+    with random_cifar10(steps * probe.batch_size, steps * eval_batch), tempfile.TemporaryDirectory() as folder:
+        config = probe
+        run = RunDir.create(Path(folder) / "run", config)
+        clock = EventClock(device)
+        train_final(None, config, run, callback=clock)
+    # Epoch 2 runs from the last checkpoint of epoch 1 to its log line at step 2 x steps, then
+    # tests (the epoch event) and writes last.pt (best.pt too when the random labels improve).
+    train_s = clock.at("step", step=TIMED_EPOCHS * steps) - clock.at("checkpoint", name="last.pt", epoch=1)
+    eval_s = clock.at("epoch", epoch=TIMED_EPOCHS) - clock.at("step", step=TIMED_EPOCHS * steps)
+    save_s = clock.at("checkpoint", name="last.pt", epoch=TIMED_EPOCHS) - clock.at("epoch", epoch=TIMED_EPOCHS)
+    start = next(e for _, e in clock.events if e["kind"] == "start")
+    train_steps = CIFAR10_TRAIN_IMAGES // config.batch_size
+    eval_batches = math.ceil(CIFAR10_TEST_IMAGES / eval_batch)
+    epoch_s = train_s / steps * train_steps + eval_s / steps * eval_batches + save_s
+    paper_epochs = resolve_final_config("paper", space).epochs
+    return (
+        space, f"L={config.layers} C={config.channels} batch={config.batch_size}",
+        start["dtype"], "channels_last" if start["channels_last"] else "nchw",
+        "on" if start["compile"] else "off",
+        f"{train_s / steps * 1e3:.1f}", f"{config.batch_size * steps / train_s:.1f}",
+        f"{eval_s / steps * 1e3:.1f}", f"{save_s * 1e3:.0f}",
+        f"{epoch_s:.1f}", f"{epoch_s * paper_epochs / SECONDS_PER_HOUR:.1f} ({paper_epochs} ep)",
+    )
+
+
+EPOCH_COLUMNS = ("space", "setting", "dtype", "layout", "compile", "train ms/step", "train img/s",
+                 "test ms/batch", "save ms", "epoch s (extrap.)", "paper run h (extrap.)")
+
 COLUMNS = ("space", "network", "setting", "dtype", "layout", "img/s", "ms/step", "peak MiB",
            "fwd GFLOP/img", "GFLOP/s")
 
 
-def print_table(rows: list[tuple]) -> None:
-    cells = [COLUMNS] + [tuple(str(v) for v in row) for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(COLUMNS))]
+def print_table(rows: list[tuple], columns: tuple[str, ...] = COLUMNS) -> None:
+    cells = [columns] + [tuple(str(v) for v in row) for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
     for n, row in enumerate(cells):
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
         if n == 0:
@@ -233,21 +325,30 @@ def print_table(rows: list[tuple]) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--device", default="cpu", help="auto (cuda when available), cpu, cuda or cuda:N")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="bf16 = autocast, CUDA only")
     p.add_argument("--channels-last", action="store_true",
                    help="run in channels_last memory format")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per row")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
+    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                   help="epoch rows only: torch.compile as the trainer does (auto = on for CUDA)")
+    p.add_argument("--steps", type=int, default=10,
+                   help="timed steps per row (epoch rows: steps per short epoch, and test batches)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing (step rows)")
     p.add_argument("--space", choices=("macro", "micro", "both"), default="both")
-    p.add_argument("--what", choices=("supernet", "final", "both"), default="both")
+    p.add_argument("--what", choices=("supernet", "final", "epoch", "all"), default="all",
+                   help="train steps of the supernets or final networks, or a final-training "
+                   "epoch (the real trainer, extrapolated to CIFAR-10); default all")
     p.add_argument("--small", action="store_true",
                    help="narrow widths and batch 8, for a quick CPU run")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (the default leaves cores to others)")
     args = p.parse_args(argv)
-    if args.dtype == "bf16" and not args.device.startswith("cuda"):
+    try:
+        args.device = resolve_device(args.device)
+    except Exception as e:  # EnasError: an unknown name, or cuda without a GPU
+        p.error(str(e))
+    if args.dtype == "bf16" and args.device.type != "cuda":
         p.error("--dtype bf16 uses CUDA autocast; on CPU use --dtype fp32")
     if args.steps < 1 or args.warmup < 0:
         p.error("--steps must be >= 1 and --warmup >= 0")
@@ -257,11 +358,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
+    device = args.device
+    spaces = [space for space in ("macro", "micro") if args.space in (space, "both")]
     settings = [
         s
         for s in SETTINGS
-        if args.space in (s.space, "both") and args.what in (s.what, "both")
+        if s.space in spaces and args.what in (s.what, "all")
     ]
     if args.small:
         settings = [
@@ -282,9 +384,24 @@ def main(argv=None) -> int:
             f"{flops / 1e9:.3f}", f"{3 * flops * images / 1e9:.1f}",
         ))
         del runner
+    epoch_rows = []
+    if args.what in ("epoch", "all"):
+        for space in spaces:
+            print(f"timing a {space} final-training epoch (the trainer, {TIMED_EPOCHS} epochs of "
+                  f"{args.steps} steps) ...", file=sys.stderr)
+            epoch_rows.append(time_final_epoch(space, args, device))
     print(f"# device={device} threads={torch.get_num_threads() if device.type == 'cpu' else '-'} "
           f"torch={torch.__version__} steps={args.steps} warmup={args.warmup}")
-    print_table(rows)
+    if rows:
+        print_table(rows)
+    if epoch_rows:
+        if rows:
+            print()
+        print(f"# final-training epoch on CIFAR-10, EXTRAPOLATED from {args.steps} timed steps and "
+              f"{args.steps} test batches of random CIFAR-10-shaped data to {CIFAR10_TRAIN_IMAGES:,} "
+              f"training + {CIFAR10_TEST_IMAGES:,} test images (paper final settings"
+              f"{', --small widths and batch' if args.small else ''})")
+        print_table(epoch_rows, EPOCH_COLUMNS)
     return 0
 
 

@@ -11,11 +11,14 @@ import torch.nn.functional as F
 from ..encoding.spaces import space_class
 from ..errors import EnasError
 from ..nn.final import build_final_network
-from ..runs import RunDir
+from ..runs import BEST_CHECKPOINT, LAST_CHECKPOINT, RunDir
 from .device import autocast
 from .distributed import DistInfo, all_reduce_sum, shard_slice
 
-CHECKPOINT_NAMES = ("best.pt", "last.pt")  # load_final_run prefers the first that exists
+CHECKPOINT_CHOICES = {"best": BEST_CHECKPOINT, "last": LAST_CHECKPOINT}
+CHECKPOINT_NAMES = (BEST_CHECKPOINT, LAST_CHECKPOINT)  # without a choice, the first that exists
+SPLITS = ("test", "valid")
+EVAL_BATCH_MULTIPLIER = 2  # no activations kept for backward at test time: bigger batches fit
 ARCH_FILE = "arch.txt"
 PIXEL_MAX = 255.0  # images arrive as uint8
 
@@ -131,32 +134,110 @@ def build_network(arch, config, in_channels: int, num_classes: int) -> torch.nn.
     )
 
 
-def load_final_run(run_dir, map_location="cpu"):
-    """(model, arch, config) of a final-training run directory, weights from best.pt or last.pt.
+def final_checkpoint_name(run: RunDir, choice: str | None = None) -> str:
+    """The checkpoint file to load: ``choice`` ("best" or "last"), else best.pt when present,
+    else last.pt."""
+    if choice is not None:
+        if choice not in CHECKPOINT_CHOICES:
+            raise EnasError(f"checkpoint {choice!r}: expected one of {', '.join(CHECKPOINT_CHOICES)}")
+        name = CHECKPOINT_CHOICES[choice]
+        if not run.has_checkpoint(name):
+            present = [n for n in CHECKPOINT_NAMES if run.has_checkpoint(n)]
+            raise EnasError(f"{run.path / name}: not found; the run has {', '.join(present) or 'no checkpoint'}")
+        return name
+    for name in CHECKPOINT_NAMES:
+        if run.has_checkpoint(name):
+            return name
+    raise EnasError(
+        f"{run.path}: no {' or '.join(CHECKPOINT_NAMES)}; train it first with `enastool train-final`"
+    )
 
-    The model is on the CPU (or ``map_location``) in eval mode, loaded with weights_only=True.
-    """
-    run = RunDir.open(run_dir)
-    path = Path(run.path)
-    name = next((n for n in CHECKPOINT_NAMES if (path / n).exists()), None)
-    if name is None:
-        raise EnasError(
-            f"{path}: no {' or '.join(CHECKPOINT_NAMES)}; train it first with `enastool train-final`"
-        )
-    state = run.load_checkpoint(name, map_location=map_location)
-    arch_path = path / ARCH_FILE
-    if arch_path.exists():
-        arch = parse_arch_record(arch_path.read_text(), str(arch_path))
-        if arch_record(arch) != state["arch"]:
-            raise EnasError(f"{arch_path} does not match the architecture stored in {path / name}")
-    else:
-        arch = parse_arch_record(state["arch"], str(path / name))
+
+def load_final_checkpoint(run: RunDir, name: str):
+    """(network in eval mode on the CPU, arch, checkpoint state) from checkpoint ``name``."""
+    path = run.path / name
+    state = run.load_checkpoint(name)
+    arch = parse_arch_record(state["arch"], str(path))
+    arch_path = run.path / ARCH_FILE
+    if arch_path.exists() and parse_arch_record(arch_path.read_text(), str(arch_path)) != arch:
+        raise EnasError(f"{arch_path} does not match the architecture stored in {path}")
     network = state["network"]
     model = build_network(arch, run.config, network["in_channels"], network["num_classes"])
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
         first_line = str(err).strip().splitlines()[0]
-        raise EnasError(f"{path / name}: weights do not fit the network ({first_line})") from None
-    model.to(map_location).eval()
-    return model, arch, run.config
+        raise EnasError(f"{path}: weights do not fit the network ({first_line})") from None
+    return model.eval(), arch, state
+
+
+def load_final_run(run_dir, map_location="cpu", checkpoint: str | None = None):
+    """(model, arch, config) of a final-training run directory (see ``final_checkpoint_name``).
+
+    The model is on ``map_location`` in eval mode, loaded with weights_only=True.
+    """
+    run = RunDir.open(run_dir, kind="final")
+    model, arch, _ = load_final_checkpoint(run, final_checkpoint_name(run, checkpoint))
+    return model.to(map_location), arch, run.config
+
+
+def evaluate_final_run(
+    run: RunDir,
+    *,
+    dataset: str | None = None,
+    data_dir: str | None = None,
+    split: str = "test",
+    checkpoint: str | None = None,
+    tta: bool = False,
+    batch_size: int | None = None,
+    device: str = "auto",
+) -> dict:
+    """Accuracy, loss, parameter and image counts of a final run's network on a data split.
+
+    ``split`` "test", or "valid" (the search's held-out images, which final training also
+    trained on). Images are normalised with the statistics of the images the network trained
+    on, and the run's own device policy (dtype, memory format) applies, as when it trained.
+    """
+    from ..data import load_dataset
+    from ..nn.counting import count_params
+    from .device import autocast_dtype, resolve_device, use_channels_last
+
+    config = run.config
+    name = final_checkpoint_name(run, checkpoint)
+    model, arch, state = load_final_checkpoint(run, name)
+    dataset = dataset or config.dataset
+    data_dir = data_dir if data_dir is not None else config.data_dir
+    final = load_dataset(dataset, data_dir, purpose="final")
+    if split not in SPLITS:
+        raise EnasError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+    images, labels = final.test if split == "test" else load_dataset(dataset, data_dir, purpose="search").valid
+    network = state["network"]
+    if (final.info.channels, final.info.num_classes) != (network["in_channels"], network["num_classes"]):
+        raise EnasError(
+            f"{run.path / name}: the network takes {network['in_channels']}-channel images and "
+            f"{network['num_classes']} classes, {dataset} has {final.info.channels} and "
+            f"{final.info.num_classes}; evaluate on the data set it was trained on ({config.dataset})"
+        )
+    device = resolve_device(device)
+    channels_last = use_channels_last(config, device)
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    batch = batch_size or config.batch_size * EVAL_BATCH_MULTIPLIER
+    if batch < 1:
+        raise EnasError(f"--batch-size {batch}: must be at least 1")
+    result = evaluate_network(model, images, labels, batch, device, tta, mean=final.info.mean,
+                              std=final.info.std, channels_last=channels_last,
+                              dtype=autocast_dtype(config, device))
+    return {
+        "accuracy": result["accuracy"],
+        "loss": result["loss"],
+        "params": count_params(model),
+        "images": result["images"],
+        "params_without_aux": count_params(model, exclude_aux=True),
+        "run": str(run.path),
+        "checkpoint": name,
+        "epoch": int(state.get("epoch", 0)),
+        "dataset": dataset,
+        "split": split,
+        "tta": tta,
+        "arch": f"{arch.space} {arch.format()}",
+    }

@@ -36,10 +36,11 @@ from ..runs import LAST_CHECKPOINT as LAST
 from ..runs import capture_rng_state, restore_rng_state, write_text_atomic
 from . import distributed
 from .device import autocast, autocast_dtype, needs_grad_scaler, use_channels_last, use_compile
-from .evaluate import ARCH_FILE, arch_record, build_network, evaluate_network, network_output
+from .evaluate import (
+    ARCH_FILE, EVAL_BATCH_MULTIPLIER, arch_record, build_network, evaluate_network, network_output,
+)
 from .schedule import CosineWarmRestarts, set_lr
 CHECKPOINT_VERSION = 1
-EVAL_BATCH_MULTIPLIER = 2  # no activations kept for backward at test time: bigger batches fit
 RANK_SEED_STRIDE = 1_000_003  # keeps (rank, step) reseeds of different ranks apart
 
 Callback = Callable[[dict], None]

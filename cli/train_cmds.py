@@ -1,0 +1,399 @@
+"""``enastool train-final`` and ``enastool evaluate``.
+
+train-final trains one architecture from scratch into a run directory; evaluate reads a
+finished final run back (or scores architectures with a search run's shared weights).
+
+Choices a user sees:
+
+- stdout stays empty for train-final: its product is the run directory. The architecture it
+  trained is RUN/arch.txt, itself a SOURCE for every other command. Progress and the closing
+  one-line summary (final and best test accuracy) go to stderr.
+- ``--resume RUN`` continues from RUN/last.pt with the run's own config; SOURCE may then be
+  left out. Only ``--device``, ``--data-dir`` and ``--quiet`` may change on resume (where it
+  runs and where the data lives, not what it trains).
+- Under ``torchrun --nproc-per-node K --no-python enastool train-final ...`` every process
+  trains its shard; rank 0 alone writes the run and shows progress. SOURCE must then be a file
+  (the processes cannot share one stdin).
+- evaluate loads best.pt when it exists, else last.pt (``--checkpoint`` picks one). best.pt is
+  the epoch with the best *test* accuracy, i.e. chosen on the test set: for a figure not
+  selected on the test images use ``--checkpoint last``.
+- ``--tta`` averages the logits of each image and its horizontal mirror. For digits mirroring
+  does not preserve the label (the network never saw mirrored digits); it is allowed anyway.
+
+Nothing here imports torch at module level, so ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from enastool.config import DATASETS, DTYPES, PRESETS, FinalConfig
+from enastool.runs import GracefulInterrupt  # no torch import: --help stays instant
+
+from .common import AUTO, from_option, load_input, space_option
+from .console import fail, fail_many
+from .progress import ProgressReporter
+
+TITLE = "train-final"
+DEFAULT_PRESET = "paper"
+# Trainer events the display leaves out: a checkpoint is written every epoch (noise), and the
+# command prints its own closing summary instead of the "done" event.
+HIDDEN_EVENTS = ("checkpoint", "done")
+# Under torchrun a Ctrl-C reaches every worker twice: from the terminal and again forwarded by
+# the launcher. A repeat within this many seconds is the same request, not "stop right now".
+FORWARDED_SIGNAL_WINDOW_S = 5.0
+# Options that may change on --resume (where the run executes, not what it computes).
+RESUME_CHANGEABLE = ("device", "data_dir")
+CHECKPOINT_FILES = {"best": "best.pt", "last": "last.pt"}
+SPLITS = ("test", "valid")
+EXIT_INTERRUPTED = 130  # SIGINT's status, if the signal is somehow unknown
+
+
+def config_option(*names: str, field: str, **kwargs):
+    """An option that overrides FinalConfig field ``field``; its help is the field's own."""
+    return click.option(*names, field, default=None, help=FinalConfig.help(field), **kwargs)
+
+
+# Config overrides: each option's destination is the FinalConfig field it sets; None = not given,
+# so the layers "defaults < preset < --config file < command line" resolve in enastool.config.
+OVERRIDE_OPTIONS = [
+    config_option("--layers", field="layers", type=int),
+    config_option("--channels", field="channels", type=int),
+    config_option("--epochs", field="epochs", type=int),
+    config_option("--batch-size", field="batch_size", type=int),
+    config_option("--cutout", field="cutout", type=int),
+    config_option("--aux-weight", field="aux_weight", type=float),
+    config_option("--drop-path", field="drop_path_keep", type=float),
+    config_option("--keep-prob", field="keep_prob", type=float),
+    config_option("--lr-max", field="lr_max", type=float),
+    config_option("--lr-min", field="lr_min", type=float),
+    config_option("--l2", field="l2", type=float),
+    config_option("--grad-clip", field="grad_clip", type=float),
+    config_option("--eval-every", field="eval_every", type=int),
+    config_option("--seed", field="seed", type=int),
+    config_option("--dtype", field="dtype", type=click.Choice(DTYPES)),
+    click.option(
+        "--channels-last/--no-channels-last", "channels_last", default=None,
+        help="channels-last memory format (not given: the config's, auto = on for CUDA)",
+    ),
+    config_option("--compile", field="compile", type=click.Choice(["auto", "on", "off"])),
+]
+
+
+def override_options(command):
+    for option in reversed(OVERRIDE_OPTIONS):
+        command = option(command)
+    return command
+
+
+# --------------------------------------------------------------------------------------------
+# train-final
+# --------------------------------------------------------------------------------------------
+
+
+@click.command("train-final")
+@click.argument("source", metavar="[SOURCE]", required=False)
+@space_option
+@from_option
+@click.option("--dataset", type=click.Choice(DATASETS), default=None,
+              help="Data set (default: cifar10 with --data-dir, else the embedded digits).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder holding the data set (default: $ENASTOOL_DATA_DIR or ~/.cache/enastool/data).")
+@click.option("--out", "out", metavar="RUN", type=click.Path(), default=None,
+              help="New run directory (absent or empty).")
+@click.option("--preset", type=click.Choice(PRESETS), default=None,
+              help=f"Settings to start from: paper (the authors') or smoke (digits in a minute). Default {DEFAULT_PRESET}.")
+@click.option("--config", "config_file", metavar="FILE.toml", type=click.Path(dir_okay=False), default=None,
+              help="TOML file of settings (a [final] table or flat keys); options given here win.")
+@click.option("--device", default=None, help=FinalConfig.help("device"))
+@override_options
+@click.option("--resume", metavar="RUN", type=click.Path(), default=None,
+              help="Continue RUN from its last.pt with its own config (SOURCE optional).")
+@click.option("--quiet", is_flag=True, help="No progress and no summary (errors still print).")
+def train_final(source, space, from_format, dataset, data_dir, out, preset, config_file, device, resume,
+                quiet, **overrides):
+    """Train the one architecture in SOURCE from scratch; report test accuracy as it goes.
+
+    SOURCE is a file or - (stdin) holding exactly one architecture record, in any text form
+    enastool reads. The run directory RUN gets config.toml, metrics.jsonl, arch.txt and the
+    checkpoints last.pt and best.pt. Ctrl-C (or SIGTERM) saves last.pt and exits 130 (143);
+    --resume RUN continues exactly. Nothing is printed on stdout: the trained architecture
+    is RUN/arch.txt.
+
+    \b
+    enastool derive runs/s --top 1 | enastool train-final - --preset smoke --out runs/f
+    torchrun --nproc-per-node 2 --no-python enastool train-final best.arch --out runs/f
+    """
+    from enastool.runs import RunDir
+    from enastool.train import distributed
+
+    overrides.update(dataset=dataset, data_dir=data_dir, device=device)
+    launched = distributed.env_info()
+    if source == "-" and launched.enabled:
+        fail("under torchrun SOURCE must be a file: the processes cannot share one stdin; "
+             "save the record first (... | tee best.arch) and pass best.arch")
+
+    if resume is not None:
+        if out is not None and Path(out).resolve() != Path(resume).resolve():
+            fail(f"--out {out} and --resume {resume}: a resumed run continues in its own folder; drop --out")
+        given = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_CHANGEABLE)
+        given += [name for name, value in (("preset", preset), ("config", config_file)) if value is not None]
+        if given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            fail(f"--resume {resume} continues with the run's own settings (its config.toml); drop {flags}")
+        run = RunDir.open(resume, kind="final")
+        changes = {k: overrides[k] for k in RESUME_CHANGEABLE if overrides[k] is not None}
+        config = replace(run.config, **changes)
+        if changes:
+            config.validate({k: "command line" for k in changes})
+        arch = load_one(source, space, from_format) if source is not None else None
+        run_path = resume
+    else:
+        if out is None:
+            fail("--out RUN is required: the new run directory (or continue one with --resume RUN)")
+        if source is None:
+            if sys.stdin.isatty() or launched.enabled:
+                fail("SOURCE is missing: give a file holding one architecture, or - to read a pipe")
+            source = "-"
+        arch = load_one(source, space, from_format)
+        from enastool.config import resolve_final_config
+
+        config = resolve_final_config(preset or DEFAULT_PRESET, arch.space, config_file, overrides, arch=arch)
+        check_new_run_dir(out)
+        run_path = out
+
+    result, is_main = run_training(arch, config, run_path, resume=resume is not None, quiet=quiet)
+    show = is_main and not quiet
+    if result["interrupted"]:
+        if show:
+            click.echo(f"{TITLE}: interrupted at epoch {result['epoch']}, step {result['step']}; "
+                       f"last.pt saved. Continue with: enastool train-final --resume {run_path}", err=True)
+        sys.exit(result["exit_code"])  # every rank agreed to stop: each exits the same way
+    if show:
+        click.echo(summary_line(result, run_path), err=True)
+
+
+def load_one(source: str, space: str | None, from_format: str = AUTO):
+    """The one architecture of SOURCE; one error line and exit 2 for none or several."""
+    records = load_input(source, space, from_format)
+    if len(records) != 1:
+        name = "stdin" if source == "-" else source
+        fail_many([f"{name}: expected exactly one architecture record, found {len(records)}"])
+    return records[0].arch
+
+
+def run_training(arch, config, run_path, *, resume: bool, quiet: bool) -> tuple[dict, bool]:
+    """Join the torchrun job if there is one, open or create the run, train.
+
+    Returns the trainer's result and whether this process is rank 0 (the one that reports)."""
+    from enastool.runs import RunDir
+    from enastool.train import distributed
+    from enastool.train.trainer import train_final as train
+
+    info, _ = distributed.init_distributed(config.device)
+    try:
+        # Every rank checked the folder above; nobody creates it before all have looked.
+        distributed.barrier()
+        if resume:
+            run = RunDir.open(run_path, kind="final")
+        else:
+            run = distributed.setup_run_dir(run_path, config, resume=False, kind="final",
+                                            command=command_line())
+        # soft_wrap: a log line longer than the (assumed 80-column) log file is not broken up.
+        console = Console(stderr=True, highlight=False, soft_wrap=True)
+        reporter = ProgressReporter(TITLE, quiet=quiet or not info.is_main, console=console)
+
+        def show(event: dict) -> None:
+            if event.get("kind") not in HIDDEN_EVENTS:
+                reporter(event)
+
+        with LaunchedInterrupt(forwarded=info.enabled) as interrupt, reporter:
+            stop = RankAgreement(interrupt, every=config.log_every)
+            result = train(arch, config, run, resume=resume, callback=show, interrupt=stop)
+        # Leave the group together: a rank that tears it down while rank 0 still saves aborts.
+        distributed.barrier()
+        if result["interrupted"]:
+            result["exit_code"] = interrupt.exit_code or EXIT_INTERRUPTED
+    finally:
+        distributed.cleanup()
+    return result, info.is_main
+
+
+def summary_line(result: dict, run_path) -> str:
+    best = result.get("best_accuracy")
+    best_text = f", best {best:.4f} at epoch {result['best_epoch']}" if best is not None and best >= 0 else ""
+    final = result.get("test_accuracy")
+    final_text = f"{final:.4f}" if final is not None else "n/a"
+    return (f"{TITLE}: test accuracy {final_text} after {result['epoch']} epochs{best_text} "
+            f"({result['seconds']:.0f}s); run {run_path}")
+
+
+def command_line() -> list[str]:
+    return ["enastool", *sys.argv[1:]] if Path(sys.argv[0]).name == "enastool" else list(sys.argv)
+
+
+def check_new_run_dir(path) -> None:
+    """The errors RunDir.create would raise, raised on every rank before any creates it, so a
+    torchrun job with a bad --out stops everywhere instead of waiting at a barrier."""
+    from enastool.errors import EnasError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise EnasError(f"{path} exists and is a file; choose another --out")
+    if path.is_dir() and any(path.iterdir()):
+        raise EnasError(f"{path} exists and is not empty; use --resume {path} to continue it "
+                        "or choose another --out")
+
+
+class LaunchedInterrupt(GracefulInterrupt):
+    """GracefulInterrupt that, under torchrun (``forwarded``), takes a repeat of the first
+    signal within FORWARDED_SIGNAL_WINDOW_S as the launcher forwarding the same Ctrl-C, not as
+    a second Ctrl-C (which stops at once without saving)."""
+
+    def __init__(self, forwarded: bool):
+        super().__init__()
+        self.forwarded = forwarded
+        self.first_at = 0.0
+
+    def _handle(self, signum, frame) -> None:
+        now = time.monotonic()
+        if self.signal_number is None:
+            self.first_at = now
+        elif self.forwarded and now - self.first_at < FORWARDED_SIGNAL_WINDOW_S:
+            return
+        super()._handle(signum, frame)
+
+
+class RankAgreement:
+    """The trainer's ``interrupt``: under torchrun all ranks must stop after the same step.
+
+    Signals reach the processes at slightly different steps. The trainer reads ``interrupted``
+    the same number of times on every rank, so every ``every``-th read the ranks all-reduce
+    their flags (one small collective per log interval, never per step) and agree.
+    """
+
+    def __init__(self, local, every: int):
+        self.local = local
+        self.every = max(int(every), 1)
+        self.reads = 0
+        self.agreed = False
+
+    @property
+    def interrupted(self) -> bool:
+        import torch
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return self.local.interrupted
+        if self.agreed:
+            return True
+        self.reads += 1
+        if self.reads % self.every:
+            return False
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        flag = torch.tensor([int(self.local.interrupted)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        self.agreed = bool(flag.item())
+        return self.agreed
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate
+# --------------------------------------------------------------------------------------------
+
+
+@click.command("evaluate")
+@click.argument("run_path", metavar="RUN", type=click.Path())
+@click.option("--arch", "arch_source", metavar="SOURCE", default=None,
+              help="Search run only: score the architectures in SOURCE with its shared weights.")
+@space_option
+@from_option
+@click.option("--dataset", type=click.Choice(DATASETS), default=None,
+              help="Data set (default: the run's).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder holding the data set (default: the run's).")
+@click.option("--split", type=click.Choice(SPLITS), default=None,
+              help="test (default) or valid: the search's held-out images, which final training also trained on.")
+@click.option("--checkpoint", type=click.Choice(sorted(CHECKPOINT_FILES)), default=None,
+              help="best.pt or last.pt (default: best.pt when present, else last.pt).")
+@click.option("--tta", is_flag=True, help="Average the logits of each image and its mirror image.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              help="table (default) or json, on stdout.")
+@click.option("--batch-size", type=int, default=None, help="Evaluation batch (default: 2 x the run's).")
+@click.option("--batches", type=int, default=None,
+              help="Search run: score on this many validation minibatches (default: the whole split).")
+@click.option("--device", default="auto", show_default=True, help="auto (cuda when available), cpu, cuda or cuda:N")
+def evaluate(run_path, arch_source, space, from_format, dataset, data_dir, split, checkpoint, tta, fmt, batch_size,
+             batches, device):
+    """Accuracy, loss, parameter count and image count of a final run's network.
+
+    With a search run and --arch SOURCE: one score per architecture in SOURCE, measured with
+    the run's shared weights. JSON keys: accuracy, loss, params, images (and run, checkpoint,
+    epoch, dataset, split, tta, arch, params_without_aux).
+    """
+    from enastool.runs import RunDir
+
+    run = RunDir.open(run_path)
+    if run.kind == "search":
+        if arch_source is None:
+            fail(f"{run_path} is a search run: pass --arch SOURCE to score architectures with its "
+                 "shared weights, or evaluate a final run")
+        final_only = [name for name, value in (("dataset", dataset), ("data-dir", data_dir), ("split", split),
+                                               ("checkpoint", checkpoint), ("batch-size", batch_size))
+                      if value is not None] + (["tta"] if tta else [])
+        if final_only:
+            fail(f"{', '.join('--' + n for n in final_only)}: only for final runs; {run_path} is a search run")
+        score_search_run(run, arch_source, space, from_format, batches, device, fmt)
+        return
+    if arch_source is not None:
+        fail(f"{run_path} is a final run of one architecture (its arch.txt); --arch scores "
+             "architectures with a search run's shared weights: drop --arch")
+    if batches is not None:
+        fail(f"--batches: only for search runs; {run_path} is a final run")
+    from enastool.train.evaluate import evaluate_final_run
+
+    report = evaluate_final_run(run, dataset=dataset, data_dir=data_dir, split=split or "test",
+                                checkpoint=checkpoint, tta=tta, batch_size=batch_size, device=device)
+    if fmt == "json":
+        click.echo(json.dumps(report, indent=2))
+    else:
+        print_rows([
+            ("run", report["run"]),
+            ("arch", report["arch"]),
+            ("checkpoint", f"{report['checkpoint']} (epoch {report['epoch']})"),
+            ("data", f"{report['dataset']} {report['split']}{' with tta' if report['tta'] else ''}"),
+            ("accuracy", f"{report['accuracy']:.4f}"),
+            ("loss", f"{report['loss']:.4f}"),
+            ("params", f"{report['params']:,}"),
+            ("images", f"{report['images']:,}"),
+        ])
+
+
+def print_rows(rows) -> None:
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        click.echo(f"{name.ljust(width)}  {value}")
+
+
+def score_search_run(run, arch_source, space, from_format, batches, device, fmt) -> None:
+    """One shared-weight score per architecture of ``arch_source`` (search runs), on stdout."""
+    from enastool.search.derive import score_architectures
+
+    archs = [record.arch for record in load_input(arch_source, space, from_format)]
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    reporter = ProgressReporter("evaluate", quiet=not console.is_terminal, console=console)
+    with reporter:
+        scores = score_architectures(run.path, archs, batches=batches, device=device, callback=reporter)
+    rows = [{"arch": f"{a.space} {a.format()}", "score": float(s)} for a, s in zip(archs, scores)]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        click.echo(f"{row['score']:.4f}  {row['arch']}")
