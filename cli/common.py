@@ -32,7 +32,9 @@ def load_single(source: str, space: str | None):
     """Exactly one architecture from SOURCE."""
     records = load_records(source, space)
     if len(records) != 1:
-        name = "stdin" if source == "-" else source
+        from enastool.encoding.textio import source_name
+
+        name = source_name(source)
         fail_many([f"{name}: expected exactly one architecture record, found {len(records)}"])
     return records[0].arch
 
@@ -60,7 +62,7 @@ def read_nao_source(source: str, space: str | None):
     """Records of a NAO file (one micro architecture per non-blank line) and every error."""
     from enastool.encoding.micro import MicroArch
     from enastool.encoding.nao import read_nao_records
-    from enastool.encoding.textio import read_text
+    from enastool.encoding.textio import read_text, source_name
     from enastool.errors import EncodingError
 
     if space is not None and space != MicroArch.space:
@@ -69,7 +71,7 @@ def read_nao_source(source: str, space: str | None):
         text = read_text(source, sys.stdin)
     except EncodingError as e:
         return [], [str(e)]
-    records, errors = read_nao_records(text, source)
+    records, errors = read_nao_records(text, source_name(source))
     return records, [str(e) for e in errors]
 
 

@@ -123,10 +123,10 @@ def test_validate_reports_every_bad_record_of_stdin():
     result = run("validate", "-", input=text)
     assert result.exit_code == 2
     assert error_lines(result) == [
-        "enastool: error: -: record 2: token 2: normal cell node 2 op_1: found 5, expected a micro op id 0..4",
-        "enastool: error: -: record 3: found 'mcro', expected a space keyword: macro or micro "
+        "enastool: error: <stdin>: record 2: token 2: normal cell node 2 op_1: found 5, expected a micro op id 0..4",
+        "enastool: error: <stdin>: record 3: found 'mcro', expected a space keyword: macro or micro "
         "(did you mean 'micro'?)",
-        "enastool: error: -: record 4: token 3: found 'x', expected an integer",
+        "enastool: error: <stdin>: record 4: token 3: found 'x', expected an integer",
     ]
 
 
@@ -143,9 +143,9 @@ def test_nao_input_reports_every_bad_line():
     result = run("validate", "--from", "nao", input=text)
     assert result.exit_code == 2
     assert error_lines(result) == [
-        "enastool: error: -: record 2: found 4 NAO tokens, expected a positive multiple of 8 up to 40 "
+        "enastool: error: <stdin>: record 2: found 4 NAO tokens, expected a positive multiple of 8 up to 40 "
         "(4 per block and cell, at most 5 blocks)",
-        "enastool: error: -: record 3: token 41: found 'x', expected an integer",
+        "enastool: error: <stdin>: record 3: token 41: found 'x', expected an integer",
     ]
     result = run("validate", "--from", "nao", "--space", "macro", input=good)
     assert error_lines(result) == ["enastool: error: --from nao reads micro architectures; --space macro does not apply"]
@@ -329,7 +329,7 @@ def test_info_counts_errors_are_located_one_line_each():
     result = run("info", "-", "--layers", 5, "--channels", 2, "--dataset", "digits", "--format", "json", input=records)
     assert result.exit_code == 2 and result.stdout == ""
     assert error_lines(result) == [
-        "enastool: error: -: record 2: --layers 5 does not match the macro architecture's 24 layers; "
+        "enastool: error: <stdin>: record 2: --layers 5 does not match the macro architecture's 24 layers; "
         "pass --layers 24 or leave it out"
     ]
 

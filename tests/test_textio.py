@@ -54,7 +54,7 @@ def test_bare_encoding_of_an_ambiguous_length_asks_for_space():
     records, errors = parse_text(text, "-")
     assert records == []
     assert messages(errors) == [
-        "-: record 1: found 120 integers, which more than one space accepts (macro and micro); "
+        "<stdin>: record 1: found 120 integers, which more than one space accepts (macro and micro); "
         "pass --space macro or --space micro"
     ]
     assert parse_text(text, space="micro")[0][0].arch.num_blocks == 15
@@ -109,17 +109,17 @@ def test_every_bad_record_is_reported_and_the_rest_still_parse():
 
 def test_a_word_inside_a_bare_encoding_is_a_bad_token_not_a_record():
     _, errors = parse_text("0 1 0\nx 0 0", "-")
-    assert messages(errors) == ["-: record 1: token 4: found 'x', expected an integer"]
+    assert messages(errors) == ["<stdin>: record 1: token 4: found 'x', expected an integer"]
 
 
 def test_long_numbers_are_refused_before_conversion():
     _, errors = parse_text("macro 0 " + "9" * 5000, "-")
-    assert messages(errors) == ["-: record 1: token 2: found a 5000-digit number, expected at most 12 digits"]
+    assert messages(errors) == ["<stdin>: record 1: token 2: found a 5000-digit number, expected at most 12 digits"]
 
 
 def test_space_argument_must_match_record_keywords():
     _, errors = parse_text("macro 0 1 0", "-", space="micro")
-    assert messages(errors) == ["-: record 1: found a macro record, but --space micro was asked for"]
+    assert messages(errors) == ["<stdin>: record 1: found a macro record, but --space micro was asked for"]
     with pytest.raises(EnasError, match="unknown space 'nano'"):
         parse_text("0", space="nano")
 
@@ -220,9 +220,9 @@ def test_read_source_stdin_accepts_text_and_binary_streams():
     assert read_source("-", stdin=io.StringIO(text))[0][0].arch == MacroArch.from_ints([0, 1, 0])
     wrapped = io.TextIOWrapper(io.BytesIO(b"\xff\xfe0 1 0"), encoding="utf-8")
     records, errors = read_source("-", stdin=wrapped)
-    assert records == [] and messages(errors) == ["-: found bytes that are not UTF-8 (0xff at offset 0), expected text"]
+    assert records == [] and messages(errors) == ["<stdin>: found bytes that are not UTF-8 (0xff at offset 0), expected text"]
     records, errors = read_source("-", stdin=io.BytesIO(b"0 1 0\n\x00"))
-    assert messages(errors) == ["-: found binary data (NUL byte at offset 6), expected text"]
+    assert messages(errors) == ["<stdin>: found binary data (NUL byte at offset 6), expected text"]
 
 
 def test_load_archs_raises_the_first_error_and_load_one_counts(tmp_path):

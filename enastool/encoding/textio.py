@@ -32,6 +32,7 @@ from .darts import GENOTYPE, from_darts
 from .spaces import SPACES, Arch, space_class
 
 STDIN = "-"
+STDIN_NAME = "<stdin>"  # how messages name standard input
 MAX_INPUT_BYTES = 16 * 2**20  # far beyond any architecture list; stops a mistaken huge file
 MAX_DIGITS = 12  # longer "numbers" are never ids, bits or indices: likely a pasted blob
 COMMENT = "#"
@@ -79,6 +80,7 @@ def parse_text(
     """Every record of ``text`` and every error (one per bad record; the rest still parse)."""
     if space is not None:
         space_class(space)  # an unknown --space is the caller's error: raise it now
+    source = source_name(source)
     stripped = text.lstrip()
     if stripped[:1] in ("{", "["):
         return _parse_json(text, source, space)
@@ -231,11 +233,15 @@ def _from_json_item(item, space: str | None) -> Arch:
 # --------------------------------------------------------------------------- sources
 def read_text(source: str | Path, stdin: IO | None = None) -> str:
     """The text of a file or ``-`` (stdin); any trouble reading it is one located error."""
-    name = str(source)
     try:
-        return _decode(_read_bytes(name, stdin))
+        return _decode(_read_bytes(str(source), stdin))
     except EncodingError as e:
-        raise e.located(name) from None
+        raise e.located(source_name(source)) from None
+
+
+def source_name(source: str | Path) -> str:
+    """How messages name a source: its path, or ``<stdin>`` for ``-``."""
+    return STDIN_NAME if str(source) == STDIN else str(source)
 
 
 def read_source(
@@ -246,7 +252,7 @@ def read_source(
         text = read_text(source, stdin)
     except EncodingError as e:
         return [], [e]
-    return parse_text(text, str(source), space)
+    return parse_text(text, source_name(source), space)
 
 
 def _read_bytes(name: str, stdin: IO | None) -> bytes:
@@ -306,7 +312,9 @@ def load_one(source: str | Path, space: str | None = None, stdin: IO | None = No
     """Exactly one architecture; an error naming the count otherwise."""
     archs = load_archs(source, space, stdin)
     if len(archs) != 1:
-        raise EncodingError(f"found {len(archs)} records, expected exactly one architecture").located(str(source))
+        raise EncodingError(f"found {len(archs)} records, expected exactly one architecture").located(
+            source_name(source)
+        )
     return archs[0]
 
 
