@@ -27,14 +27,6 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 ENASTOOL = [sys.executable, "-m", "enastool_cli"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
 
@@ -50,7 +42,6 @@ def one_error_line(result) -> str:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A finished micro enas search made through the CLI."""
-    torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("cli") / "run"
     result = invoke("search", "--space", "micro", "--preset", "smoke", "--out", out, *TINY)
     assert result.exit_code == 0, result.output

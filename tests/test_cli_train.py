@@ -33,14 +33,6 @@ CHILD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TORCHRUN_TIMEOUT_S = 240
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def record(arch) -> str:
     return f"{arch.space} {arch.format()}"
 

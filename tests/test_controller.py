@@ -15,14 +15,6 @@ from enastool.search.controller import MacroController, MicroController, build_c
 from enastool.search.strategies import EnasStrategy
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def macro(num_layers=5, **settings):
     torch.manual_seed(0)
     return MacroController(num_layers=num_layers, **settings)

@@ -19,8 +19,6 @@ from enastool.data import (
 from enastool.data import cifar10, download
 from enastool.errors import EnasError
 
-torch.set_num_threads(1)
-
 PER_BATCH = 20
 NUM_TRAIN = PER_BATCH * len(cifar10.TRAIN_FILES)  # 100 fake training images
 

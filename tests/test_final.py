@@ -28,8 +28,7 @@ PAPER_MICRO_PARAMS = 4.6e6
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)
+def _seeded():
     torch.manual_seed(0)
 
 

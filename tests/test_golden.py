@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from enastool.encoding import MacroArch, MacroOp, MicroArch, MicroOp
+from enastool.encoding import MacroOp, MicroOp
 from enastool.encoding.darts import from_darts, to_darts
 from enastool.encoding.nao import from_nao, parse_nao_text, to_nao
 from enastool.encoding.textio import load_archs, load_one, read_source
@@ -19,16 +19,6 @@ MICRO_FINAL_INTS = [
     0, 2, 0, 0, 0, 4, 0, 1, 0, 4, 1, 1, 1, 0, 0, 1, 0, 2, 1, 1,
     1, 0, 1, 0, 0, 3, 0, 2, 1, 1, 3, 1, 1, 0, 0, 4, 0, 3, 1, 1,
 ]
-
-
-@pytest.fixture(scope="module")
-def macro_final() -> MacroArch:
-    return load_one(FIXTURES / "macro_final.txt")
-
-
-@pytest.fixture(scope="module")
-def micro_final() -> MicroArch:
-    return load_one(FIXTURES / "micro_final.txt")
 
 
 def test_macro_final_has_24_layers_with_the_published_ops(macro_final):

@@ -18,7 +18,6 @@ from enastool.encoding.render import (
     render,
     to_dot,
 )
-from enastool.encoding.textio import load_one
 from enastool.errors import EnasError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -28,16 +27,6 @@ needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz's dot is not instal
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 EDGE = re.compile(r'^\s*"([^"]+)" -> "([^"]+)"(?: \[(.*)\])?;$', re.M)
 NODE = re.compile(r'^\s*"([^"]+)" \[(.*)\];$', re.M)
-
-
-@pytest.fixture(scope="module")
-def macro_final() -> MacroArch:
-    return load_one(FIXTURES / "macro_final.txt")
-
-
-@pytest.fixture(scope="module")
-def micro_final() -> MicroArch:
-    return load_one(FIXTURES / "micro_final.txt")
 
 
 def edges(dot: str) -> list[tuple[str, str, str]]:

@@ -25,14 +25,6 @@ STEPS_PER_EPOCH = 1248 // 128
 TIMING = ("images_per_s", "seconds")  # the only fields that may differ between equal runs
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(space="macro", strategy="enas", **changes):
     return resolve_search_config("smoke", space, overrides={**TINY, "strategy": strategy, **changes})
 
@@ -225,7 +217,6 @@ def test_oneshot_drop_rate_ramps_linearly_to_its_maximum():
 @pytest.fixture(scope="module")
 def finished_runs(tmp_path_factory):
     """One finished enas run per space (shared by the derive tests)."""
-    torch.set_num_threads(1)
     runs = {}
     for space in ("macro", "micro"):
         config = tiny_config(space, "enas")

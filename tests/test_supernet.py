@@ -19,8 +19,6 @@ from enastool.nn.blocks import (
 )
 from enastool.nn.supernet import MacroSupernet, MicroSupernet, drop_path_mask
 
-torch.set_num_threads(1)
-
 CHANNELS = 4
 MACRO_LAYERS = 4  # reductions after layers 0 and 1
 MICRO_LAYERS = 3  # cells: N R N R N

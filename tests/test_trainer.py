@@ -33,14 +33,6 @@ TINY = dict(  # a few seconds of CPU per run on digits
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(arch, **changes):
     overrides = {**TINY, **changes}
     return resolve_final_config("smoke", arch.space, overrides=overrides, arch=arch)
@@ -263,6 +255,7 @@ def _ddp_worker(rank: int, world_size: int, port: int, out: str, config) -> None
         run = distributed.setup_run_dir(os.path.join(out, "run"), config, resume=False)
         events = []
         result = train_final(MACRO, config, run, callback=events.append)
+        distributed.barrier()  # leave together, as the CLI does: gloo aborts a rank left mid-save
         with open(os.path.join(out, f"rank{rank}.json"), "w") as handle:
             json.dump({"result": result, "events": [e["kind"] for e in events]}, handle)
     finally:

@@ -54,7 +54,7 @@ from ..runs import capture_rng_state, restore_rng_state, write_text_atomic
 from ..train import distributed
 from ..train.device import autocast, autocast_dtype, needs_grad_scaler, resolve_device, use_channels_last
 from ..train.schedule import CosineWarmRestarts, set_lr
-from ..train.trainer import RunningMeter, parameter_groups
+from ..train.trainer import RunningMeter, sgd_optimizer
 from .strategies import Strategy, build_strategy, uniform_arch
 
 CHECKPOINT_VERSION = 1
@@ -190,12 +190,7 @@ class SearchLoop:
                     f"--batch-size {config.batch_size} is larger than the {loader.num_examples} "
                     f"{split} images of {config.dataset}; lower it"
                 )
-        self.optimizer = torch.optim.SGD(
-            parameter_groups(self.supernet, config.l2),
-            lr=config.lr_max,
-            momentum=config.momentum,
-            nesterov=config.nesterov and config.momentum > 0,  # torch refuses Nesterov without momentum
-        )
+        self.optimizer = sgd_optimizer(self.supernet, config)
         self.schedule = CosineWarmRestarts.from_config(config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.dtype))
         self.params = [p for p in self.supernet.parameters() if p.requires_grad]

@@ -100,6 +100,17 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
+def sgd_optimizer(model: torch.nn.Module, config) -> torch.optim.SGD:
+    """SGD with the config's momentum, Nesterov and L2 (kernels only: ``parameter_groups``),
+    starting at ``lr_max`` (the schedule sets the rate before every step)."""
+    return torch.optim.SGD(
+        parameter_groups(model, config.l2),
+        lr=config.lr_max,
+        momentum=config.momentum,
+        nesterov=config.nesterov and config.momentum > 0,  # torch refuses Nesterov without momentum
+    )
+
+
 class FinalTrainer:
     """Builds everything a final-training run needs and runs its epochs."""
 
@@ -138,12 +149,7 @@ class FinalTrainer:
                 f"--batch-size {config.batch_size} x {self.dist.world_size} process(es) is larger "
                 f"than the {splits.train.num_examples} training images of {config.dataset}; lower it"
             )
-        self.optimizer = torch.optim.SGD(
-            parameter_groups(self.model, config.l2),
-            lr=config.lr_max,
-            momentum=config.momentum,
-            nesterov=config.nesterov,
-        )
+        self.optimizer = sgd_optimizer(self.model, config)
         self.schedule = CosineWarmRestarts.from_config(config)
         # Loss scaling only for float16; disabled it passes everything through unchanged.
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.dtype))
