@@ -326,6 +326,9 @@ SMOKE: dict[str, dict[str, dict[str, Any]]] = {
             epochs=10, lr_t0=10, batch_size=64, channels=8,
             augment_pad=0, augment_flip=False, cutout=0,
             controller_samples=5, controller_updates=5,
+            # 50 controller updates instead of the paper's thousands: a larger step lets the
+            # policy move visibly (micro entropy 20.04 -> 19.29 nats; derive's best 0.62, not 0.52).
+            controller_lr=0.03,
             derive_samples=10, log_every=5,
         ),
         "macro": dict(layers=4),

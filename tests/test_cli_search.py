@@ -54,7 +54,7 @@ def test_search_writes_a_run_directory_with_the_resolved_config(run_dir):
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["space"], config["strategy"], config["dataset"]) == ("micro", "enas", "digits")
     assert (config["channels"], config["epochs"], config["num_blocks"]) == (4, 1, 2)  # options > smoke
-    assert config["controller_lr"] == 3.5e-3 and config["op_tanh_reduce"] == 2.5  # the micro column
+    assert config["controller_lr"] == 0.03 and config["op_tanh_reduce"] == 2.5  # smoke, and the micro column
     info = json.loads((run_dir / "run.json").read_text())
     assert info["kind"] == "search"
     assert info["command"][:6] == ["enastool", "search", "--out", str(run_dir), "--preset", "smoke"]
