@@ -3,8 +3,10 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The CPU build of PyTorch is installed first, so that the project's `torch` requirement does
-# not pull the multi-GB CUDA build. On a GPU machine: make setup TORCH='torch==2.13.0 --index-url <your CUDA wheel index>'
+# PyTorch is installed first, so that the project's `torch` requirement pulls nothing more.
+# Here (and in CI) the pin resolves to the local CPU wheel; elsewhere choose the build:
+#   make setup TORCH='torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu'   (CPU)
+#   make setup TORCH='torch==2.13.0 --index-url <your CUDA wheel index>'                (GPU)
 TORCH ?= torch==2.13.0
 
 .PHONY: setup test demo bench clean-demo

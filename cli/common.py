@@ -28,17 +28,6 @@ def load_records(source: str, space: str | None):
     return records
 
 
-def load_single(source: str, space: str | None):
-    """Exactly one architecture from SOURCE."""
-    records = load_records(source, space)
-    if len(records) != 1:
-        from enastool.encoding.textio import source_name
-
-        name = source_name(source)
-        fail_many([f"{name}: expected exactly one architecture record, found {len(records)}"])
-    return records[0].arch
-
-
 # --------------------------------------------------------------------------- input formats
 # Text, JSON and DARTS inputs are recognised by textio without a flag. NAO token lines are
 # bare integers like the authors' encodings, so they need ``--from nao`` (or a .nao file).
@@ -86,3 +75,13 @@ def load_input(source: str, space: str | None, from_format: str = AUTO):
             fail_many(errors)
         return records
     return load_records(source, space)
+
+
+def load_single(source: str, space: str | None, from_format: str = AUTO):
+    """The one architecture of SOURCE; one error line and exit 2 for none or several."""
+    records = load_input(source, space, from_format)
+    if len(records) != 1:
+        from enastool.encoding.textio import source_name
+
+        fail_many([f"{source_name(source)}: expected exactly one architecture record, found {len(records)}"])
+    return records[0].arch

@@ -14,9 +14,8 @@ Choices a user sees:
 - Under ``torchrun --nproc-per-node K --no-python enastool train-final ...`` every process
   trains its shard; rank 0 alone writes the run and shows progress. SOURCE must then be a file
   (the processes cannot share one stdin).
-- evaluate loads best.pt when it exists, else last.pt (``--checkpoint`` picks one). best.pt is
-  the epoch with the best *test* accuracy, i.e. chosen on the test set: for a figure not
-  selected on the test images use ``--checkpoint last``.
+- evaluate loads last.pt, the network at the end of training (``--checkpoint best`` picks
+  best.pt, the epoch with the best *test* accuracy: a figure selected on the test images).
 - ``--tta`` averages the logits of each image and its horizontal mirror. For digits mirroring
   does not preserve the label (the network never saw mirrored digits); it is allowed anyway.
 
@@ -37,8 +36,8 @@ from rich.console import Console
 from enastool.config import DATASETS, DTYPES, PRESETS, FinalConfig
 from enastool.runs import GracefulInterrupt  # no torch import: --help stays instant
 
-from .common import AUTO, from_option, load_input, space_option
-from .console import fail, fail_many
+from .common import from_option, load_input, load_single, space_option
+from .console import fail
 from .progress import ProgressReporter
 
 TITLE = "train-final"
@@ -153,7 +152,7 @@ def train_final(source, space, from_format, dataset, data_dir, out, preset, conf
         config = replace(run.config, **changes)
         if changes:
             config.validate({k: "command line" for k in changes})
-        arch = load_one(source, space, from_format) if source is not None else None
+        arch = load_single(source, space, from_format) if source is not None else None
         run_path = resume
     else:
         if out is None:
@@ -162,7 +161,7 @@ def train_final(source, space, from_format, dataset, data_dir, out, preset, conf
             if sys.stdin.isatty() or launched.enabled:
                 fail("SOURCE is missing: give a file holding one architecture, or - to read a pipe")
             source = "-"
-        arch = load_one(source, space, from_format)
+        arch = load_single(source, space, from_format)
         from enastool.config import resolve_final_config
 
         config = resolve_final_config(preset or DEFAULT_PRESET, arch.space, config_file, overrides, arch=arch)
@@ -180,32 +179,19 @@ def train_final(source, space, from_format, dataset, data_dir, out, preset, conf
         click.echo(summary_line(result, run_path), err=True)
 
 
-def load_one(source: str, space: str | None, from_format: str = AUTO):
-    """The one architecture of SOURCE; one error line and exit 2 for none or several."""
-    records = load_input(source, space, from_format)
-    if len(records) != 1:
-        name = "stdin" if source == "-" else source
-        fail_many([f"{name}: expected exactly one architecture record, found {len(records)}"])
-    return records[0].arch
-
-
 def run_training(arch, config, run_path, *, resume: bool, quiet: bool) -> tuple[dict, bool]:
     """Join the torchrun job if there is one, open or create the run, train.
 
     Returns the trainer's result and whether this process is rank 0 (the one that reports)."""
     from enastool.runs import RunDir
     from enastool.train import distributed
-    from enastool.train.trainer import train_final as train
+    from enastool.train.trainer import FinalTrainer
 
     info, _ = distributed.init_distributed(config.device)
     try:
         # Every rank checked the folder above; nobody creates it before all have looked.
         distributed.barrier()
-        if resume:
-            run = RunDir.open(run_path, kind="final")
-        else:
-            run = distributed.setup_run_dir(run_path, config, resume=False, kind="final",
-                                            command=command_line())
+        run = RunDir.open(run_path, kind="final") if resume else None
         # soft_wrap: a log line longer than the (assumed 80-column) log file is not broken up.
         console = Console(stderr=True, highlight=False, soft_wrap=True)
         reporter = ProgressReporter(TITLE, quiet=quiet or not info.is_main, console=console)
@@ -216,7 +202,13 @@ def run_training(arch, config, run_path, *, resume: bool, quiet: bool) -> tuple[
 
         with LaunchedInterrupt(forwarded=info.enabled) as interrupt, reporter:
             stop = RankAgreement(interrupt, every=config.log_every)
-            result = train(arch, config, run, resume=resume, callback=show, interrupt=stop)
+            # Built before a new run directory exists: bad data, network or batch settings
+            # leave nothing behind that would block the corrected command.
+            trainer = FinalTrainer(arch, config, run, callback=show, interrupt=stop)
+            if not resume:
+                trainer.run = distributed.setup_run_dir(run_path, config, resume=False, kind="final",
+                                                        command=command_line())
+            result = trainer.train(resume)
         # Leave the group together: a rank that tears it down while rank 0 still saves aborts.
         distributed.barrier()
         if result["interrupted"]:
@@ -322,12 +314,13 @@ class RankAgreement:
 @click.option("--split", type=click.Choice(SPLITS), default=None,
               help="test (default) or valid: the search's held-out images, which final training also trained on.")
 @click.option("--checkpoint", type=click.Choice(sorted(CHECKPOINT_FILES)), default=None,
-              help="best.pt or last.pt (default: best.pt when present, else last.pt).")
+              help="last (default: the network at the end of training) or best (the epoch with "
+                   "the best test accuracy, so selected on the test images).")
 @click.option("--tta", is_flag=True, help="Average the logits of each image and its mirror image.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               help="table (default) or json, on stdout.")
-@click.option("--batch-size", type=int, default=None, help="Evaluation batch (default: 2 x the run's).")
-@click.option("--batches", type=int, default=None,
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Evaluation batch (default: 2 x the run's).")
+@click.option("--batches", type=click.IntRange(min=1), default=None,
               help="Search run: score on this many validation minibatches (default: the whole split).")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda when available), cpu, cuda or cuda:N")
 def evaluate(run_path, arch_source, space, from_format, dataset, data_dir, split, checkpoint, tta, fmt, batch_size,

@@ -139,6 +139,10 @@ class RunDir:
         """All records; a torn last line (a crash while writing) is skipped."""
         return _parse_metrics(self.metrics_path)
 
+    def finished(self) -> bool:
+        """Whether metrics.jsonl already holds the ``done`` record of a completed run."""
+        return self.metrics_path.exists() and any(r.get("kind") == "done" for r in self.read_metrics())
+
     def truncate_after(self, step: int) -> int:
         """Drop records whose step is greater than ``step`` (and a torn last line).
 

@@ -100,8 +100,10 @@ def test_evaluate_json_matches_the_recorded_test_accuracy(smoke_runs):
     assert report["params"] == count_params(model)
     assert (report["checkpoint"], report["arch"]) == ("last.pt", record(arch))
 
-    best = json.loads(invoke("evaluate", out, "--format", "json", "--device", "cpu").stdout)
-    assert best["checkpoint"] == "best.pt"  # the default when best.pt exists
+    default = json.loads(invoke("evaluate", out, "--format", "json", "--device", "cpu").stdout)
+    assert default == report  # last.pt is the default
+    best = json.loads(invoke("evaluate", out, "--format", "json", "--checkpoint", "best", "--device", "cpu").stdout)
+    assert best["checkpoint"] == "best.pt"
     assert best["accuracy"] == pytest.approx(last_record["best_accuracy"], abs=1e-12)
 
 

@@ -25,7 +25,7 @@ PAPER_SEARCH = {
     ),
     "micro": dict(
         layers=6, channels=20, num_blocks=5, batch_size=160, epochs=150, l2=1e-4,
-        keep_prob=0.9, drop_path_keep=0.6, lr_max=0.05, lr_min=5e-4, lr_t0=10, lr_tmul=2,
+        keep_prob=0.9, lr_max=0.05, lr_min=5e-4, lr_t0=10, lr_tmul=2,
         controller_samples=10, controller_updates=30, controller_lr=3.5e-3,
         tanh_constant=1.1, op_tanh_reduce=2.5,
     ),
@@ -74,7 +74,7 @@ def test_dataset_is_cifar10_with_a_data_dir_else_digits():
 
 
 def test_paper_macro_has_no_drop_path_and_micro_no_skip_penalty():
-    assert resolve_search_config("paper", "macro").drop_path_keep == 1.0
+    assert "drop_path_keep" not in SearchConfig.field_names()  # drop path is a final-training setting
     assert resolve_final_config("paper", "macro").drop_path_keep == 1.0
     assert resolve_search_config("paper", "micro").skip_weight == 0.0
 

@@ -383,12 +383,22 @@ def test_same_seed_same_batches_other_seed_other_order():
     assert torch.cat([y for _, y in first]).tolist() != torch.cat([y for _, y in other]).tolist()
 
 
+def test_augmentation_that_destroys_the_images_is_refused():
+    images, labels = numbered_images(count=6)  # 6x6 images
+    with pytest.raises(EnasError, match="cutout 6 covers the whole 6x6 image"):
+        DeviceLoader(images, labels, 4, train=True, augment=Augment(pad=0, cutout=6))
+    with pytest.raises(EnasError, match="augment_pad 3 shifts 6x6 images"):
+        DeviceLoader(images, labels, 4, train=True, augment=Augment(pad=3))
+    assert DeviceLoader(images, labels, 4, train=True, augment=Augment(pad=2, cutout=5)).augment.cutout == 5
+    assert DeviceLoader(images, labels, 4, train=False, augment=Augment(pad=3)).augment.pad == 0  # eval: none
+
+
 def test_every_image_once_per_epoch_and_a_new_order_next_epoch():
     images, labels = numbered_images(count=10)
-    loader = DeviceLoader(images, labels, 4, train=True, drop_last=False)
+    loader = DeviceLoader(images, labels, 4, train=True, drop_last=False, augment=Augment(pad=1))
     epochs = [torch.cat([y for _, y in loader]).tolist() for _ in range(2)]
     assert [sorted(e) for e in epochs] == [list(range(10))] * 2 and epochs[0] != epochs[1]
-    dropping = DeviceLoader(images, labels, 4, train=True)
+    dropping = DeviceLoader(images, labels, 4, train=True, augment=Augment(pad=1))
     seen = torch.cat([y for _, y in dropping]).tolist()
     assert len(dropping) == 2 and len(seen) == 8 == len(set(seen))
 
@@ -425,7 +435,7 @@ def test_endless_runs_past_the_epoch_and_refuses_an_empty_loader():
     seen = [next(batches)[1] for _ in range(3)]
     assert reward.epoch == 2 and all(len(y) == 4 for y in seen)
     with pytest.raises(EnasError, match="larger than the 6 images"):
-        endless(DeviceLoader(images, labels, 8, train=True))
+        endless(DeviceLoader(images, labels, 8, train=True, augment=Augment(pad=1)))
 
 
 def test_for_split_scales_crop_padding_to_the_image_size():

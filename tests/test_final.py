@@ -6,12 +6,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 from torch import nn
+from torch._dynamo.utils import counters
 
 from enastool.encoding import Block, Cell, MacroArch, MacroLayer, MacroOp, MicroArch, MicroOp
 from enastool.encoding.textio import load_one
 from enastool.errors import EnasError
 from enastool.nn.counting import count_flops, count_params, network_counts
-from enastool.nn.final import DropPath, MacroNet, MicroNet, build_final_network
+from enastool.nn.final import MacroNet, MicroNet, build_final_network, drop_path
 
 # The authors' final architectures (reference sec. 3), from the fixtures.
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -214,44 +215,46 @@ def test_micro_aux_head_works_on_digit_sized_maps():
 
 
 # ----------------------------------------------------------------- drop path
-def test_drop_path_progress_zero_keeps_everything():
-    drop = DropPath(final_keep=0.5).train()
+def test_drop_path_keep_one_keeps_everything():
     x = torch.randn(8, 3, 2, 2)
-    assert torch.equal(drop(x), x)
+    assert torch.equal(drop_path(x, torch.tensor(1.0)), x)
 
 
-def test_drop_path_at_full_progress_drops_whole_samples():
-    drop = DropPath(final_keep=0.5).train()
-    drop.progress = 1.0
+def test_drop_path_drops_whole_samples_and_scales_the_kept_ones():
     torch.manual_seed(0)
-    out = drop(torch.ones(64, 3, 2, 2))
+    out = drop_path(torch.ones(256, 3, 2, 2), torch.tensor(0.5))
     per_sample = out.flatten(1)
     assert set(per_sample.unique().tolist()) == {0.0, 2.0}  # dropped, or kept and scaled by 1/keep
     assert (per_sample.min(1).values == per_sample.max(1).values).all()  # whole samples
+    assert 0.35 < (per_sample[:, 0] == 0).float().mean() < 0.65
 
 
-def test_drop_path_is_off_in_eval_mode():
-    drop = DropPath(final_keep=0.5).eval()
-    drop.progress = 1.0
-    x = torch.randn(8, 3, 2, 2)
-    assert torch.equal(drop(x), x)
-
-
-def test_micro_drop_path_keep_decays_with_depth_and_skips_identity():
+def test_micro_drop_path_keep_decays_with_depth_and_ramps_with_progress():
     net = tiny_micro(layers=6, drop_path_keep=0.6)
-    net.set_drop_path_progress(1.0)
     num_cells = len(net.cells)
-    for i, cell in enumerate(net.cells):
-        drops = [m for m in cell.modules() if isinstance(m, DropPath)]
-        expected = 1 - (i + 1) / num_cells * (1 - 0.6)
-        assert all(d.keep_prob == pytest.approx(expected) for d in drops)
+    assert net.drop_path_keep_probs() == [1.0] * num_cells  # nothing dropped at the start
+    net.set_drop_path_progress(1.0)
+    expected = [1 - (i + 1) / num_cells * (1 - 0.6) for i in range(num_cells)]
+    assert net.drop_path_keep_probs() == pytest.approx(expected)
+    assert net.drop_path_keep_probs()[-1] == pytest.approx(0.6)
+    net.set_drop_path_progress(0.5)
+    assert net.drop_path_keep_probs()[-1] == pytest.approx(0.8)
+    for cell in net.cells:  # every op but identity drops
         arch_cell = MICRO.reduce if cell.reduction else MICRO.normal
         ops = [op for b in arch_cell.blocks for op in (b.op1, b.op2)]
-        non_identity = sum(op is not MicroOp.IDENTITY for op in ops)
-        assert len(drops) == non_identity
-    assert net.cells[-1].branches[1][1].keep_prob == pytest.approx(0.6)
-    net.set_drop_path_progress(0.5)
-    assert net.cells[-1].branches[1][1].keep_prob == pytest.approx(0.8)
+        assert cell.drops == [op is not MicroOp.IDENTITY for op in ops]
+
+
+def test_micro_drop_path_progress_changes_cause_no_recompilation():
+    net = tiny_micro(drop_path_keep=0.6, aux_head=False).train()
+    compiled = torch.compile(net, backend="eager", fullgraph=True)
+    x = torch.randn(2, 3, 8, 8)
+    torch._dynamo.reset()
+    counters.clear()
+    for step in range(12):
+        net.set_drop_path_progress(step / 12)
+        compiled(x)
+    assert counters["stats"]["unique_graphs"] == 1  # one graph for the whole ramp
 
 
 def test_micro_drop_path_changes_training_output_only_when_ramped():

@@ -212,7 +212,7 @@ def test_resume_refuses_another_architecture(tmp_path):
 def test_load_final_run_rebuilds_the_best_network(tmp_path):
     config = tiny_config(MICRO, epochs=2)
     run, result = train(tmp_path, "micro", MICRO, config)
-    model, arch, loaded_config = load_final_run(run.path)
+    model, arch, loaded_config = load_final_run(run.path, checkpoint="best")
     assert arch == MICRO and loaded_config == config and not model.training
     splits = load_dataset("digits", purpose="final")
     images, labels = splits.test
@@ -222,7 +222,7 @@ def test_load_final_run_rebuilds_the_best_network(tmp_path):
 
     (run.path / "best.pt").unlink()
     (run.path / "last.pt").unlink()
-    with pytest.raises(EnasError, match="no best.pt or last.pt"):
+    with pytest.raises(EnasError, match="no last.pt or best.pt"):
         load_final_run(run.path)
 
 

@@ -90,6 +90,7 @@ class DeviceLoader:
         self.seed = int(seed)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.num_examples, _, self.height, self.width = images.shape
+        self._check_augment()
         self.epoch = 0
         self.position = 0  # batches already handed out in this epoch
 
@@ -105,6 +106,21 @@ class DeviceLoader:
         self._labels = labels.to(self.device, torch.int64)
         self._generator = torch.Generator(device=self.device)
         self._generator.manual_seed(self.seed)
+
+    def _check_augment(self) -> None:
+        """Refuse augmentation that destroys the images (CIFAR-10 settings on 8x8 digits)."""
+        side = min(self.height, self.width)
+        hint = "the paper presets are for 32x32 CIFAR-10; --preset smoke suits 8x8 digits"
+        if self.augment.cutout >= side:
+            raise EnasError(
+                f"cutout {self.augment.cutout} covers the whole {self.height}x{self.width} image: "
+                f"lower --cutout ({hint})"
+            )
+        if 2 * self.augment.pad >= side:
+            raise EnasError(
+                f"augment_pad {self.augment.pad} shifts {self.height}x{self.width} images by half "
+                f"their size or more: lower augment_pad ({hint})"
+            )
 
     @classmethod
     def for_split(cls, split: Split, info: DatasetInfo, batch_size: int, train: bool,

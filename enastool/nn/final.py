@@ -128,32 +128,13 @@ class MacroNet(nn.Module):
 
 
 # ===================================================================== micro
-class DropPath(nn.Module):
-    """Zero a whole branch output for random samples of the batch (training only).
-
-    ``final_keep`` is the keep probability at the end of training for this cell's depth;
-    ``progress`` in [0, 1] ramps the drop rate linearly from 0 up to it. The mask is drawn on
-    the input's device with tensor ops, and kept samples are scaled by 1/keep.
-    """
-
-    def __init__(self, final_keep: float):
-        super().__init__()
-        self.final_keep = final_keep
-        self.progress = 0.0
-
-    @property
-    def keep_prob(self) -> float:
-        return 1.0 - self.progress * (1.0 - self.final_keep)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        keep = self.keep_prob
-        if not self.training or keep >= 1.0:
-            return x
-        mask = torch.empty((x.shape[0], 1, 1, 1), dtype=x.dtype, device=x.device).bernoulli_(keep)
-        return x * (mask / keep)
-
-    def extra_repr(self) -> str:
-        return f"final_keep={self.final_keep:.4f}"
+def drop_path(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Zero whole samples of a branch output with probability ``1 - keep`` and scale the kept
+    ones by ``1/keep``. ``keep`` is a 0-d tensor, so a changing value causes no recompilation
+    under ``torch.compile`` and is never read on the host."""
+    keep = keep.to(x.dtype)
+    mask = torch.rand((x.shape[0], 1, 1, 1), dtype=x.dtype, device=x.device) < keep
+    return x * mask.to(x.dtype) / keep
 
 
 class MicroFinalCell(nn.Module):
@@ -181,13 +162,14 @@ class MicroFinalCell(nn.Module):
         )
         self.inputs = [index for block in cell.blocks for index, _ in block.branches]
         self.branches = nn.ModuleList()
+        self.drops = []  # per branch: drop path applies (every op but identity)
         for block in cell.blocks:
             for index, op in block.branches:
                 stride = REDUCTION_STRIDE if reduction and index < NUM_INPUTS else 1
-                module = micro_op(op, c, stride)
-                if op.kind is not OpKind.IDENTITY:
-                    module = nn.Sequential(module, DropPath(drop_path_keep))
-                self.branches.append(module)
+                self.branches.append(micro_op(op, c, stride))
+                self.drops.append(op.kind is not OpKind.IDENTITY)
+        # Drop rate this cell reaches at the end of training (0: no drop path at all).
+        self.final_drop_rate = 1.0 - drop_path_keep
         self.loose_ends = cell.loose_ends
         self.loose_reduce = nn.ModuleDict(
             {
@@ -198,11 +180,18 @@ class MicroFinalCell(nn.Module):
         )
         self.out_channels = len(self.loose_ends) * c
 
-    def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+    def forward(self, s0: torch.Tensor, s1: torch.Tensor, progress: torch.Tensor) -> torch.Tensor:
+        """``progress`` (0-d tensor in [0, 1]) ramps the drop rate up to ``final_drop_rate``."""
         nodes = [self.calibrate[0](s0), self.calibrate[1](s1)]
-        pairs = zip(self.inputs[0::2], self.inputs[1::2], self.branches[0::2], self.branches[1::2])
-        for i1, i2, op1, op2 in pairs:
-            nodes.append(op1(nodes[i1]) + op2(nodes[i2]))
+        dropping = self.training and self.final_drop_rate > 0
+        keep = 1.0 - progress * self.final_drop_rate if dropping else None
+
+        def branch(k: int, x: torch.Tensor) -> torch.Tensor:
+            h = self.branches[k](x)
+            return drop_path(h, keep) if dropping and self.drops[k] else h
+
+        for k, (i1, i2) in enumerate(zip(self.inputs[0::2], self.inputs[1::2])):
+            nodes.append(branch(2 * k, nodes[i1]) + branch(2 * k + 1, nodes[i2]))
         loose = [
             self.loose_reduce[str(n)](nodes[n]) if str(n) in self.loose_reduce else nodes[n]
             for n in self.loose_ends
@@ -244,8 +233,9 @@ class MicroNet(nn.Module):
     """The micro final network: stem to 3C, L normal cells with two reduction cells inserted,
     channels doubling at each reduction, auxiliary head after the second reduction cell, head.
 
-    Cell i of the L+2 cells drops paths with final keep probability
-    ``1 - (i+1)/(L+2) * (1 - drop_path_keep)``; ``set_drop_path_progress`` ramps it in.
+    Cell i of the L+2 cells drops paths (every op but identity) with final keep probability
+    ``1 - (i+1)/(L+2) * (1 - drop_path_keep)``; ``set_drop_path_progress`` ramps it in
+    linearly over training (the trainer sets it every step).
     """
 
     def __init__(
@@ -295,21 +285,29 @@ class MicroNet(nn.Module):
         aux_width = self.cells[self.aux_index].out_channels
         self.aux_head = AuxHead(aux_width, num_classes) if aux_head else None
         self.out_channels = c_prev
+        # Fraction of training done, for the drop-path ramp; set by the trainer every step.
+        # Not saved in checkpoints: the trainer sets it from the step counter.
+        self.register_buffer("drop_path_progress", torch.zeros(()), persistent=False)
         self.dropout = nn.Dropout(1.0 - keep_prob)
         self.classifier = nn.Linear(c_prev, num_classes)
 
     def set_drop_path_progress(self, progress: float) -> None:
-        """Training progress in [0, 1]: 0 keeps every path, 1 reaches the final drop rates."""
-        progress = min(max(float(progress), 0.0), 1.0)
-        for module in self.modules():
-            if isinstance(module, DropPath):
-                module.progress = progress
+        """Training progress in [0, 1]: 0 keeps every path, 1 reaches the final drop rates.
+
+        One in-place write to a device buffer: no recompilation, no host-device sync.
+        """
+        self.drop_path_progress.fill_(min(max(float(progress), 0.0), 1.0))
+
+    def drop_path_keep_probs(self) -> list[float]:
+        """The keep probability of each cell's drop path now (reads the device: for inspection)."""
+        progress = float(self.drop_path_progress)
+        return [1.0 - progress * cell.final_drop_rate for cell in self.cells]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         s0 = s1 = self.stem(x)
         aux_logits = None
         for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1)
+            s0, s1 = s1, cell(s0, s1, self.drop_path_progress)
             if i == self.aux_index and self.aux_head is not None and self.training:
                 aux_logits = self.aux_head(s1)
         return _head(F.relu(s1), self.dropout, self.classifier), aux_logits

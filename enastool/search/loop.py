@@ -20,7 +20,8 @@ test split is never read. Choices where the reference is silent or wrong:
 - Weight decay (``l2``) applies to kernels only, as in final training (``parameter_groups``).
   Gradients are reset to None before each step, so SGD's momentum and weight decay touch only
   the parameters of the child that step trained (Bender et al.: "L2 only on active paths").
-- The micro search supernet has no drop path: ``drop_path_keep`` applies to final training.
+- The micro search supernet has no drop path (the authors' search child applies it only to
+  fixed architectures); drop path is a final-training setting.
 - The learning rate follows the cosine-restart curve per step (fractional epoch), as in final
   training; the controller phase does not advance it.
 - Loss and accuracy accumulate on the device; the host reads them only when a record is due.
@@ -467,7 +468,10 @@ class SearchLoop:
             if self._interrupted() and self.progress.epoch < config.epochs:
                 return self._stop(started)
         result = self._result(interrupted=False, started=started)
-        self._record({"kind": "done", **result})
+        if self.run.finished():  # resuming a finished run adds no second record
+            self._emit({"kind": "done", **result})
+        else:
+            self._record({"kind": "done", **result})
         return result
 
     def _stop(self, started: float) -> dict:

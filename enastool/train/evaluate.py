@@ -15,7 +15,7 @@ from .device import autocast
 from .distributed import DistInfo, all_reduce_sum, shard_slice
 
 CHECKPOINT_CHOICES = {"best": BEST_CHECKPOINT, "last": LAST_CHECKPOINT}
-CHECKPOINT_NAMES = (BEST_CHECKPOINT, LAST_CHECKPOINT)  # without a choice, the first that exists
+CHECKPOINT_NAMES = (LAST_CHECKPOINT, BEST_CHECKPOINT)  # without a choice, the first that exists
 SPLITS = ("test", "valid")
 EVAL_BATCH_MULTIPLIER = 2  # no activations kept for backward at test time: bigger batches fit
 ARCH_FILE = "arch.txt"
@@ -134,8 +134,9 @@ def build_network(arch, config, in_channels: int, num_classes: int) -> torch.nn.
 
 
 def final_checkpoint_name(run: RunDir, choice: str | None = None) -> str:
-    """The checkpoint file to load: ``choice`` ("best" or "last"), else best.pt when present,
-    else last.pt."""
+    """The checkpoint file to load: ``choice`` ("last" or "best"), else last.pt (the network at
+    the end of training) when present, else best.pt. best.pt is the epoch with the best test
+    accuracy, so a figure from it is selected on the test images."""
     if choice is not None:
         if choice not in CHECKPOINT_CHOICES:
             raise EnasError(f"checkpoint {choice!r}: expected one of {', '.join(CHECKPOINT_CHOICES)}")

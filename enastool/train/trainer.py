@@ -38,6 +38,7 @@ from . import distributed
 from .device import autocast, autocast_dtype, needs_grad_scaler, use_channels_last, use_compile
 from .evaluate import (
     ARCH_FILE, EVAL_BATCH_MULTIPLIER, arch_record, build_network, evaluate_network, network_output,
+    parse_arch_record,
 )
 from .schedule import CosineWarmRestarts, set_lr
 CHECKPOINT_VERSION = 1
@@ -115,6 +116,11 @@ class FinalTrainer:
     """Builds everything a final-training run needs and runs its epochs."""
 
     def __init__(self, arch, config, run, *, callback: Callback | None, interrupt):
+        """``arch`` None means the config's own ``arch`` text (a resumed run knows its arch)."""
+        if arch is None:
+            if not config.arch:
+                raise EnasError("train_final: no architecture given and the config has no 'arch'")
+            arch = parse_arch_record(f"{config.space} {config.arch}", "config arch")
         self.arch = arch
         self.config = config
         self.run = run
@@ -124,8 +130,8 @@ class FinalTrainer:
         self.dtype = autocast_dtype(config, self.device)
         self.channels_last = use_channels_last(config, self.device)
         self.compiled = use_compile(config, self.device)
-        if self.dist.is_main and run is None:
-            raise ValueError("train_final: rank 0 needs a RunDir")
+        # Everything that can fail on the user's input (data, network, batch size) is built
+        # here, so a caller can build first and create the run directory only afterwards.
         self._build()
 
     # ------------------------------------------------------------------ setup
@@ -223,6 +229,12 @@ class FinalTrainer:
                     "step": self.progress.step})
 
     def _restore(self) -> None:
+        if not self.run.has_checkpoint(LAST):
+            # Stopped before its first checkpoint: start over, keeping nothing from that try.
+            if self.dist.is_main:
+                self.run.truncate_after(0)
+            self._write_arch()
+            return
         state = self.run.load_checkpoint(LAST)
         if state.get("arch") != arch_record(self.arch):
             raise EnasError(
@@ -286,12 +298,13 @@ class FinalTrainer:
     def _run_epoch(self, meter: RunningMeter) -> bool:
         """Train the rest of the epoch in progress; False when interrupted part-way."""
         config, progress = self.config, self.progress
-        set_progress = getattr(self.model, "set_drop_path_progress", None)
-        if set_progress is not None:
-            set_progress(progress.epoch / config.epochs)
+        set_drop_path = getattr(self.model, "set_drop_path_progress", None)
         position = progress.step - progress.epoch * self.steps_per_epoch
         for index, (x, y) in enumerate(self.loader, start=position):
-            lr = self._set_lr(progress.epoch + index / self.steps_per_epoch)
+            epoch_float = progress.epoch + index / self.steps_per_epoch
+            lr = self._set_lr(epoch_float)
+            if set_drop_path is not None:  # the drop-path ramp, linear in the step
+                set_drop_path(epoch_float / config.epochs)
             x, y = distributed.shard_batch(x, self.dist), distributed.shard_batch(y, self.dist)
             loss, correct = self._train_step(x, y)
             meter.add(loss, correct, y.shape[0])
@@ -347,6 +360,8 @@ class FinalTrainer:
 
     def train(self, resume: bool) -> dict:
         config = self.config
+        if self.dist.is_main and self.run is None:
+            raise ValueError("FinalTrainer.train: rank 0 needs a RunDir (set .run)")
         if resume:
             self._restore()
         else:
@@ -379,7 +394,8 @@ class FinalTrainer:
             self.last_test = self._evaluate()
         result = self._result(interrupted=False, started=started)
         self._emit({"kind": "done", **result})
-        self._log({"kind": "done", **result})
+        if self.dist.is_main and not self.run.finished():  # resuming a finished run adds nothing
+            self._log({"kind": "done", **result})
         return result
 
     def _result(self, *, interrupted: bool, started: float) -> dict:
@@ -407,11 +423,5 @@ def train_final(arch, config, run, *, resume: bool = False, callback: Callback |
     last.pt is written and the result carries ``"interrupted": True``. ``resume=True`` continues
     from last.pt exactly: same next batch, same learning rate, same random state.
     """
-    if arch is None:
-        if not config.arch:
-            raise EnasError("train_final: no architecture given and the config has no 'arch'")
-        from .evaluate import parse_arch_record
-
-        arch = parse_arch_record(f"{config.space} {config.arch}", "config arch")
     trainer = FinalTrainer(arch, config, run, callback=callback, interrupt=interrupt)
     return trainer.train(resume)
