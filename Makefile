@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 #   make setup TORCH='torch==2.13.0 --index-url <your CUDA wheel index>'                (GPU)
 TORCH ?= torch==2.13.0
 
-.PHONY: setup test demo bench clean-demo
+.PHONY: setup test demo bench graphviz
 
 setup: $(BIN)/enastool
 
@@ -18,8 +18,16 @@ $(BIN)/enastool: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	@command -v dot >/dev/null || echo "note: Graphviz's dot is missing: install the 'graphviz' system package (apt-get install graphviz) to render png/svg/pdf"
+	@$(MAKE) --no-print-directory graphviz
 	@touch $@
+
+# Graphviz's dot draws png/svg/pdf (.dot files need nothing). Installed here when we may
+# (root with apt-get); otherwise a note says what to install.
+graphviz:
+	@command -v dot >/dev/null \
+	  || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+	       && apt-get update -qq && apt-get install -y -qq graphviz >/dev/null; } \
+	  || echo "note: install Graphviz for png/svg/pdf pictures (apt-get install graphviz, brew install graphviz or conda install graphviz)"
 
 test: setup
 	$(BIN)/python -m pytest
