@@ -19,6 +19,7 @@ import json
 import os
 import random
 import signal
+import stat
 import tempfile
 import threading
 from datetime import datetime, timezone
@@ -183,6 +184,7 @@ class RunDir:
         )
         try:
             with handle:
+                _give_open_mode(handle, target)
                 torch.save(dict(state), handle)
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -349,6 +351,39 @@ class GracefulInterrupt:
 # --------------------------------------------------------------------------------------------
 
 
+def _read_umask() -> int:
+    """The process umask. Linux shows it in /proc without changing it; elsewhere it can only
+    be read by setting it, which is done once, here at import, before any worker threads."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Permission bits open() gives a new file: tempfile makes its files 0600, which would leave
+# the renamed config.json, run.json and checkpoints unreadable to the group unlike metrics.jsonl.
+_NEW_FILE_MODE = 0o666 & ~_read_umask()
+
+
+def _give_open_mode(handle: Any, target: Path) -> None:
+    """Give the temporary file the permission bits ``open(target, "w")`` would leave it with:
+    the existing file's when it is replaced, else a new file's (0o666 less the umask)."""
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode) & 0o777
+    except OSError:
+        mode = _NEW_FILE_MODE
+    if hasattr(os, "fchmod"):
+        os.fchmod(handle.fileno(), mode)
+    else:  # pragma: no cover - Windows: chmod only toggles the read-only flag
+        os.chmod(handle.name, mode | 0o200)
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write a text file via a temporary file and rename, so it is never half-written."""
     path = Path(path)
@@ -358,6 +393,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     )
     try:
         with handle:
+            _give_open_mode(handle, path)
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

@@ -127,9 +127,14 @@ def test_derive_on_a_search_run_without_a_checkpoint_is_one_line(tmp_path):
 def wait_for(predicate, process, timeout=60.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
+        if process.poll() is not None:
+            _, stderr = process.communicate()
+            pytest.fail(f"the run exited ({process.returncode}) before its first metrics record:\n{stderr}")
+        if time.monotonic() > deadline:
+            process.kill()
+            process.communicate()
+            pytest.fail(f"no metrics record within {timeout:.0f} s; no signal was sent")
+        time.sleep(0.01)
 
 
 def first_record_written(out: Path):
@@ -137,25 +142,32 @@ def first_record_written(out: Path):
     return lambda: metrics.exists() and metrics.stat().st_size > 0
 
 
+# Many tiny steps, each logged: the first record (step 1) comes at 0.2% of the run, which
+# still trains for about 2 s on one CPU thread, so the signal lands mid-run.
+SIGNAL_EPOCHS, SIGNAL_BATCH, STEPS_PER_EPOCH = 3, 8, 156  # 1248 digits training images / 8
+TOTAL_STEPS = SIGNAL_EPOCHS * STEPS_PER_EPOCH
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_saves_a_checkpoint_and_resume_finishes_the_run(tmp_path, sig, code):
     out = tmp_path / "run"
     args = [*ENASTOOL, "search", "--space", "macro", "--strategy", "random", "--preset", "smoke",
-            "--out", str(out), "--device", "cpu", "--channels", "4", "--batch-size", "128",
-            "--epochs", "10", "--log-every", "1", "--quiet"]
+            "--out", str(out), "--device", "cpu", "--channels", "4", "--batch-size", str(SIGNAL_BATCH),
+            "--epochs", str(SIGNAL_EPOCHS), "--log-every", "1", "--quiet"]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     wait_for(first_record_written(out), process)
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0, "the run finished before the signal landed: make it longer"
     assert process.returncode == code, stderr
     assert "--resume" in stderr and "Traceback" not in stderr
     state = torch.load(out / "last.pt", weights_only=True)
-    assert 0 < state["step"] < 10 * 9
+    assert 0 < state["step"] < TOTAL_STEPS
     if sig == signal.SIGINT:  # one resume is enough to show that the run finishes
         resumed = subprocess.run([*ENASTOOL, "search", "--resume", str(out), "--quiet"],
                                  capture_output=True, text=True, env=ENV, timeout=120)
         assert resumed.returncode == 0, resumed.stderr
-        assert torch.load(out / "last.pt", weights_only=True)["step"] == 10 * 9
+        assert torch.load(out / "last.pt", weights_only=True)["step"] == TOTAL_STEPS
         assert RunDir.open(out).read_metrics()[-1]["kind"] == "done"
 
 

@@ -120,22 +120,38 @@ def test_evaluate_table_tta_and_valid_split(smoke_runs):
 
 
 # ------------------------------------------------------------------------ interrupt and resume
+def wait_for_first_record(child, metrics, timeout=60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (metrics.exists() and metrics.read_text().strip()):
+        if child.poll() is not None:
+            _, stderr = child.communicate()
+            pytest.fail(f"train-final exited ({child.returncode}) before its first metrics record:\n{stderr}")
+        if time.monotonic() > deadline:
+            child.kill()
+            child.communicate()
+            pytest.fail(f"no metrics record within {timeout:.0f} s; SIGINT was not sent")
+        time.sleep(0.01)
+
+
 def test_sigint_saves_and_resume_ends_equal_to_an_uninterrupted_run(tmp_path):
     arch_file = tmp_path / "arch.txt"
     arch_file.write_text(record(MICRO) + "\n")
-    options = [*TINY, "--epochs", "6"]
+    # Many tiny steps, each logged (train-final has no --log-every: the TOML sets it): the first
+    # record (step 1 of 178) comes at 0.6% of a run that trains for about 2 s on one CPU thread,
+    # so SIGINT lands mid-run.
+    settings = tmp_path / "log_every_step.toml"
+    settings.write_text("log_every = 1\n")
+    options = [*TINY, "--config", settings, "--batch-size", "16", "--epochs", "2"]
     whole = invoke("train-final", arch_file, *options, "--out", tmp_path / "whole")
     assert whole.exit_code == 0, whole.output
 
     parts = tmp_path / "parts"
-    command = [*enastool_command(), "train-final", str(arch_file), *options, "--out", str(parts)]
+    command = [*enastool_command(), "train-final", str(arch_file), *map(str, options), "--out", str(parts)]
     child = subprocess.Popen(command, env=CHILD_ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    metrics = parts / "metrics.jsonl"
-    deadline = time.monotonic() + 60
-    while not (metrics.exists() and metrics.read_text().strip()) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_first_record(child, parts / "metrics.jsonl")
     child.send_signal(signal.SIGINT)
     stdout, stderr = child.communicate(timeout=60)
+    assert child.returncode != 0, "the run finished before SIGINT landed: make it longer"
     assert child.returncode == 130, stderr
     assert stdout == "" and "Traceback" not in stderr
     assert f"--resume {parts}" in stderr.strip().splitlines()[-1]

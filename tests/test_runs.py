@@ -4,6 +4,9 @@ import json
 import os
 import random
 import signal
+import stat
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -137,6 +140,57 @@ def test_atomic_save_leaves_no_temporary_files(run):
         "config.json", "config.toml", "last.pt", "run.json",
     ]
     assert run.load_checkpoint()["step"] == 2
+
+
+def mode_of(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+# Made under umask 027, so 0640 tells open()'s mode apart from tempfile's 0600 and from 0644.
+PERMISSIONS_SCRIPT = """
+import json, os, sys
+os.umask(0o027)
+from enastool.config import resolve_search_config
+from enastool.runs import RunDir
+run = RunDir.create(sys.argv[1], resolve_search_config("smoke", "micro"))
+run.save_checkpoint("last.pt", {"step": 1})
+run.log({"kind": "step", "step": 1})
+with open(os.path.join(sys.argv[1], "plain.txt"), "w") as handle:
+    handle.write("made by open()")
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomically_written_files_get_the_permissions_open_gives(run, tmp_path):
+    run.save_checkpoint("last.pt", {"step": 1})
+    plain = run.path / "plain.txt"
+    with open(plain, "w") as handle:
+        handle.write("made by open()")
+    for name in ("config.json", "config.toml", "run.json", "last.pt"):
+        assert mode_of(run.path / name) == mode_of(plain), name
+
+    # under a umask whose result differs from tempfile's 0600, in a fresh interpreter
+    # (the umask is read when enastool.runs is imported)
+    other = tmp_path / "umask027"
+    subprocess.run([sys.executable, "-c", PERMISSIONS_SCRIPT, str(other)], check=True, timeout=120,
+                   env={**os.environ, "OMP_NUM_THREADS": "1"})
+    modes = {p.name: mode_of(p) for p in other.iterdir()}
+    assert modes == dict.fromkeys(
+        ["config.json", "config.toml", "run.json", "last.pt", "metrics.jsonl", "plain.txt"], 0o640
+    )
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_replacement_keeps_the_mode_of_the_file_it_replaces(run):
+    run.save_checkpoint("last.pt", {"step": 1})
+    os.chmod(run.path / "last.pt", 0o604)
+    run.save_checkpoint("last.pt", {"step": 2})
+    assert mode_of(run.path / "last.pt") == 0o604 and run.load_checkpoint()["step"] == 2
+    run.log({"kind": "step", "step": 1})
+    run.log({"kind": "step", "step": 2})
+    os.chmod(run.metrics_path, 0o620)
+    assert run.truncate_after(1) == 1
+    assert mode_of(run.metrics_path) == 0o620
 
 
 @pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import types
 
 import pytest
@@ -236,18 +235,15 @@ def test_shards_split_a_batch_into_disjoint_contiguous_parts():
         assert max(sizes) - min(sizes) <= 1
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _ddp_worker(rank: int, world_size: int, port: int, out: str, config) -> None:
     from enastool.train import distributed
 
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world_size),
         RANK=str(rank), LOCAL_RANK=str(rank),
+        # As under torchrun: the rendezvous store is already served (by the test process), so
+        # every rank joins it as a client and no rank has to bind MASTER_PORT itself.
+        TORCHELASTIC_USE_AGENT_STORE="True",
     )
     torch.set_num_threads(1)
     try:
@@ -263,8 +259,16 @@ def _ddp_worker(rank: int, world_size: int, port: int, out: str, config) -> None
 
 
 def test_two_process_gloo_run_is_written_by_rank_0_only(tmp_path):
+    from torch.distributed import TCPStore
+
     config = tiny_config(MACRO, epochs=1, batch_size=32)
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), config), nprocs=2, join=True)
+    # The store listens on a port the system picks and holds it until the workers are done,
+    # so no other process can take the port between choosing it and the rendezvous.
+    store = TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    try:
+        mp.spawn(_ddp_worker, args=(2, store.port, str(tmp_path), config), nprocs=2, join=True)
+    finally:
+        del store
     rank0 = json.loads((tmp_path / "rank0.json").read_text())
     rank1 = json.loads((tmp_path / "rank1.json").read_text())
     assert rank0["events"][0] == "start" and rank0["events"][-1] == "done"
