@@ -34,7 +34,7 @@ import click
 from rich.console import Console
 
 from enastool.config import DATASETS, DTYPES, PRESETS, FinalConfig
-from enastool.runs import GracefulInterrupt  # no torch import: --help stays instant
+from enastool.runs import CHECKPOINT_CHOICES, EVAL_SPLITS, GracefulInterrupt  # no torch import
 
 from .common import from_option, load_input, load_single, space_option
 from .console import fail
@@ -50,8 +50,6 @@ HIDDEN_EVENTS = ("checkpoint", "done")
 FORWARDED_SIGNAL_WINDOW_S = 5.0
 # Options that may change on --resume (where the run executes, not what it computes).
 RESUME_CHANGEABLE = ("device", "data_dir")
-CHECKPOINT_FILES = {"best": "best.pt", "last": "last.pt"}
-SPLITS = ("test", "valid")
 EXIT_INTERRUPTED = 130  # SIGINT's status, if the signal is somehow unknown
 
 
@@ -311,9 +309,9 @@ class RankAgreement:
               help="Data set (default: the run's).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the data set (default: the run's).")
-@click.option("--split", type=click.Choice(SPLITS), default=None,
+@click.option("--split", type=click.Choice(EVAL_SPLITS), default=None,
               help="test (default) or valid: the search's held-out images, which final training also trained on.")
-@click.option("--checkpoint", type=click.Choice(sorted(CHECKPOINT_FILES)), default=None,
+@click.option("--checkpoint", type=click.Choice(list(CHECKPOINT_CHOICES)), default=None,
               help="last (default: the network at the end of training) or best (the epoch with "
                    "the best test accuracy, so selected on the test images).")
 @click.option("--tta", is_flag=True, help="Average the logits of each image and its mirror image.")

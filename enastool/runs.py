@@ -24,7 +24,7 @@ import tempfile
 import threading
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import IO, Any, Callable, Iterable, Mapping
 
 from . import __version__
 from .config import CONFIG_CLASSES
@@ -36,6 +36,9 @@ CONFIG_JSON = "config.json"
 METRICS_FILE = "metrics.jsonl"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
+# What `evaluate --checkpoint` may name, and the splits a final run can be evaluated on.
+CHECKPOINT_CHOICES = {"last": LAST_CHECKPOINT, "best": BEST_CHECKPOINT}
+EVAL_SPLITS = ("test", "valid")
 # Bumped when the layout of a run directory changes incompatibly.
 RUN_FORMAT = 1
 # Metric records are ordered by this key; resume drops records past the checkpoint's step.
@@ -169,30 +172,12 @@ class RunDir:
         return self.checkpoint_path(name).is_file()
 
     def save_checkpoint(self, name: str, state: Mapping[str, Any]) -> Path:
-        """Write ``state`` atomically: a reader (or a crash) sees the old file or the new one.
-
-        The state is written to a temporary file in the same directory, flushed and fsynced,
-        then renamed over the old checkpoint; if anything fails (a second Ctrl-C included) the
-        temporary file is removed and the old checkpoint is untouched.
-        """
+        """Write ``state`` atomically (see ``_write_atomic``)."""
         import torch
 
         check_checkpoint_state(state)
         target = self.checkpoint_path(name)
-        handle = tempfile.NamedTemporaryFile(
-            dir=self.path, prefix=f".{name}.", suffix=".tmp", delete=False
-        )
-        try:
-            with handle:
-                _give_open_mode(handle, target)
-                torch.save(dict(state), handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(handle.name, target)
-        except BaseException:
-            Path(handle.name).unlink(missing_ok=True)
-            raise
-        _fsync_directory(self.path)
+        _write_atomic(target, lambda handle: torch.save(dict(state), handle))
         return target
 
     def load_checkpoint(self, name: str = LAST_CHECKPOINT, map_location: Any = "cpu") -> dict:
@@ -386,21 +371,27 @@ def _give_open_mode(handle: Any, target: Path) -> None:
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write a text file via a temporary file and rename, so it is never half-written."""
-    path = Path(path)
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp",
-        delete=False,
-    )
+    data = text.encode("utf-8")
+    _write_atomic(Path(path), lambda handle: handle.write(data))
+
+
+def _write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+    """``write(handle)`` into a temporary file beside ``path``, flushed and fsynced, then
+    renamed over ``path``: a reader (or a crash) sees the old file or the new one. If anything
+    fails (a second Ctrl-C included) the temporary file is removed and ``path`` is untouched.
+    """
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
     try:
         with handle:
             _give_open_mode(handle, path)
-            handle.write(text)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
 
 
 def _fsync_directory(path: Path) -> None:

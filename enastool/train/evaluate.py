@@ -10,13 +10,11 @@ import torch.nn.functional as F
 from ..encoding.spaces import space_class
 from ..errors import EnasError
 from ..nn.final import build_final_network
-from ..runs import BEST_CHECKPOINT, LAST_CHECKPOINT, RunDir
+from ..runs import BEST_CHECKPOINT, CHECKPOINT_CHOICES, EVAL_SPLITS, LAST_CHECKPOINT, RunDir
 from .device import autocast
 from .distributed import DistInfo, all_reduce_sum, shard_slice
 
-CHECKPOINT_CHOICES = {"best": BEST_CHECKPOINT, "last": LAST_CHECKPOINT}
 CHECKPOINT_NAMES = (LAST_CHECKPOINT, BEST_CHECKPOINT)  # without a choice, the first that exists
-SPLITS = ("test", "valid")
 EVAL_BATCH_MULTIPLIER = 2  # no activations kept for backward at test time: bigger batches fit
 ARCH_FILE = "arch.txt"
 PIXEL_MAX = 255.0  # images arrive as uint8
@@ -208,8 +206,8 @@ def evaluate_final_run(
     dataset = dataset or config.dataset
     data_dir = data_dir if data_dir is not None else config.data_dir
     final = load_dataset(dataset, data_dir, purpose="final")
-    if split not in SPLITS:
-        raise EnasError(f"split {split!r}: expected one of {', '.join(SPLITS)}")
+    if split not in EVAL_SPLITS:
+        raise EnasError(f"split {split!r}: expected one of {', '.join(EVAL_SPLITS)}")
     images, labels = final.test if split == "test" else load_dataset(dataset, data_dir, purpose="search").valid
     network = state["network"]
     if (final.info.channels, final.info.num_classes) != (network["in_channels"], network["num_classes"]):
