@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 
 from enastool.config import DATASETS
-from enastool.encoding import SPACES, MacroArch, MicroArch
+from enastool.encoding import SPACES, MacroArch, MicroArch, RecurrentArch
 from enastool.encoding.darts import to_darts
 from enastool.encoding.nao import format_nao
 from enastool.encoding.render import format_for, to_dot
@@ -292,7 +292,11 @@ def info(
 
 # =========================================================================== sample
 # The size option of each space and the keyword of its ``sample`` method.
-SAMPLE_SIZES = {MacroArch.space: ("layers", "num_layers"), MicroArch.space: ("blocks", "num_blocks")}
+SAMPLE_SIZES = {
+    MacroArch.space: ("layers", "num_layers"),
+    MicroArch.space: ("blocks", "num_blocks"),
+    RecurrentArch.space: ("nodes", "num_nodes"),
+}
 
 
 def _sample_default(cls) -> int:
@@ -322,9 +326,18 @@ def _sample_default(cls) -> int:
     metavar="B",
     help=f"Micro: blocks per cell (default {_sample_default(MicroArch)}).",
 )
-def sample(space: str, count: int, seed: int | None, layers: int | None, blocks: int | None) -> None:
+@click.option(
+    "--nodes",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="N",
+    help=f"Rnn: nodes after node 0 (default {_sample_default(RecurrentArch)}).",
+)
+def sample(
+    space: str, count: int, seed: int | None, layers: int | None, blocks: int | None, nodes: int | None
+) -> None:
     """Print N uniformly random valid architectures of a space as records, one per line."""
-    sizes = {"layers": layers, "blocks": blocks}
+    sizes = {"layers": layers, "blocks": blocks, "nodes": nodes}
     option, keyword = SAMPLE_SIZES[space]
     for other, value in sizes.items():
         if other != option and value is not None:

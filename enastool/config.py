@@ -623,6 +623,8 @@ def _resolve(cls, preset, space, config_file, overrides, arch=None):
     space = overrides.get("space") or space or file_values.get("space") or arch_space or "macro"
     if space not in SPACES:
         raise EnasError(f"unknown space {space!r}, expected one of {', '.join(SPACES)}")
+    if space not in PAPER[cls.kind]:
+        raise EnasError(f"space {space!r}: {cls.kind} runs are not available for it yet")
 
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}

@@ -78,8 +78,8 @@ def test_validate_accepts_every_valid_fixture():
 
 # file -> the exact error line of `enastool validate` (after "enastool: error: <path>: ").
 INVALID_LINES = {
-    "ambiguous_space.txt": "record 1: found 120 integers, which more than one space accepts (macro and micro); "
-    "pass --space macro or --space micro",
+    "ambiguous_space.txt": "record 1: found 120 integers, which more than one space accepts (macro and micro "
+    "and rnn); pass --space macro or --space micro or --space rnn",
     "bad_json.json": "invalid JSON: Expecting ',' delimiter at line 2 column 1",
     "binary_garbage.bin": "found binary data (NUL byte at offset 12), expected text",
     "bit_out_of_range.txt": "record 1: token 5: layer 2 skip bit 0: found 2, expected 0 or 1",
@@ -98,7 +98,7 @@ INVALID_LINES = {
     "(truncated record?)",
     "unknown_darts_op.darts": "record 1: DARTS normal node 2 pair 2: op 'dil_conv_3x3' has no ENAS equivalent, "
     "expected one of sep_conv_3x3, sep_conv_5x5, avg_pool_3x3, max_pool_3x3, skip_connect",
-    "unknown_keyword.records": "record 2: found 'mcro', expected a space keyword: macro or micro "
+    "unknown_keyword.records": "record 2: found 'mcro', expected a space keyword: macro or micro or rnn "
     "(did you mean 'micro'?)",
     "wrong_length.records": "record 1: found 39 integers, expected a positive multiple of 8 "
     "(8 per block: 4 in the normal cell, 4 in the reduction cell)",
@@ -124,7 +124,7 @@ def test_validate_reports_every_bad_record_of_stdin():
     assert result.exit_code == 2
     assert error_lines(result) == [
         "enastool: error: <stdin>: record 2: token 2: normal cell node 2 op_1: found 5, expected a micro op id 0..4",
-        "enastool: error: <stdin>: record 3: found 'mcro', expected a space keyword: macro or micro "
+        "enastool: error: <stdin>: record 3: found 'mcro', expected a space keyword: macro or micro or rnn "
         "(did you mean 'micro'?)",
         "enastool: error: <stdin>: record 4: token 3: found 'x', expected an integer",
     ]

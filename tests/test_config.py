@@ -208,8 +208,8 @@ def test_invalid_values_name_their_origin(tmp_path):
         resolve_search_config("paper", "macro", overrides={"lr_min": 0.5})
     with pytest.raises(EnasError, match=r"unknown preset 'huge'"):
         resolve_search_config("huge", "macro")
-    with pytest.raises(EnasError, match=r"unknown space 'rnn'"):
-        resolve_search_config("paper", "rnn")
+    with pytest.raises(EnasError, match=r"unknown space 'nano'"):
+        resolve_search_config("paper", "nano")
 
 
 def test_space_comes_from_the_file_when_not_given(tmp_path):

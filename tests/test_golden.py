@@ -85,7 +85,7 @@ INVALID_CASES = {
     ),
     "unknown_keyword.records": (
         1,
-        ["unknown_keyword.records: record 2: found 'mcro', expected a space keyword: macro or micro"],
+        ["unknown_keyword.records: record 2: found 'mcro', expected a space keyword: macro or micro or rnn"],
     ),
     "truncated_record.records": (1, ["truncated_record.records: record 2: found no integers after 'micro'"]),
     "negative_number.txt": (0, ["negative_number.txt: record 1: token 3: found -1, expected a non-negative integer"]),

@@ -41,12 +41,24 @@ def messages(errors):
 
 # ----------------------------------------------------------------- formats
 def test_bare_encoding_infers_the_only_space_that_fits():
-    records, errors = parse_text("0\n1 0\n2 1 0\n", "a.txt")
+    records, errors = parse_text("0\n5 0\n4 1 0\n", "a.txt")  # ops 5, 4: no rnn activation
     assert errors == []
-    assert [r.arch for r in records] == [MACRO3]
+    assert [r.arch for r in records] == [MacroArch.from_ints([0, 5, 0, 4, 1, 0])]
     assert (records[0].source, records[0].index) == ("a.txt", 1)
     records, _ = parse_text("0 0 1 4\n1 2 0 3")  # 8 integers: only micro
     assert records[0].arch == MICRO1
+    records, _ = parse_text("0 2 1 0 2 1 2 2 4 0 5 0 3 2 6 2")  # micro's length, rnn's values
+    assert records[0].arch.space == "rnn"
+
+
+def test_bare_encoding_valid_in_two_spaces_asks_for_space():
+    records, errors = parse_text("0\n1 0\n2 1 0\n", "a.txt")  # a macro and an rnn cell
+    assert records == []
+    assert messages(errors) == [
+        "a.txt: record 1: found 6 integers, which more than one space accepts (macro and rnn); "
+        "pass --space macro or --space rnn"
+    ]
+    assert parse_text("0\n1 0\n2 1 0\n", space="macro")[0][0].arch == MACRO3
 
 
 def test_bare_encoding_of_an_ambiguous_length_asks_for_space():
@@ -54,8 +66,8 @@ def test_bare_encoding_of_an_ambiguous_length_asks_for_space():
     records, errors = parse_text(text, "-")
     assert records == []
     assert messages(errors) == [
-        "<stdin>: record 1: found 120 integers, which more than one space accepts (macro and micro); "
-        "pass --space macro or --space micro"
+        "<stdin>: record 1: found 120 integers, which more than one space accepts (macro and micro "
+        "and rnn); pass --space macro or --space micro or --space rnn"
     ]
     assert parse_text(text, space="micro")[0][0].arch.num_blocks == 15
 
@@ -94,7 +106,7 @@ def test_every_bad_record_is_reported_and_the_rest_still_parse():
     records, errors = parse_text(text, "arch.txt")
     assert [r.index for r in records] == [1, 11]
     assert messages(errors) == [
-        "arch.txt: record 2: found 'mcro', expected a space keyword: macro or micro (did you mean 'micro'?)",
+        "arch.txt: record 2: found 'mcro', expected a space keyword: macro or micro or rnn (did you mean 'micro'?)",
         "arch.txt: record 3: found no integers after 'micro', expected a micro encoding (truncated record?)",
         "arch.txt: record 4: token 3: found 'x', expected an integer",
         "arch.txt: record 5: token 2: found -1, expected a non-negative integer",
@@ -157,7 +169,7 @@ def test_json_errors_are_one_per_record():
     assert [r.index for r in records] == [1]
     assert messages(errors) == [
         "a.jsonl: record 2: JSON layer 0: found skip source 4, layer 0 has no skips",
-        "a.jsonl: record 3: JSON record: found space 'nano', expected one of macro, micro",
+        "a.jsonl: record 3: JSON record: found space 'nano', expected one of macro, micro, rnn",
         "a.jsonl: record 4: invalid JSON: Expecting property name enclosed in double quotes at line 1 column 2",
         "a.jsonl: record 5: found a JSON list, expected an architecture object",
         "a.jsonl: record 6: JSON normal cell: expected a list of blocks",

@@ -2,10 +2,11 @@
 
 from .macro import MacroArch, MacroLayer
 from .micro import Block, Cell, MicroArch
-from .ops import MacroOp, MicroOp, OpKind
+from .ops import Activation, MacroOp, MicroOp, OpKind
+from .recurrent import RecurrentArch, RecurrentNode
 from .spaces import SPACES, Arch, space_class
 
 __all__ = [
-    "Arch", "Block", "Cell", "MacroArch", "MacroLayer", "MacroOp", "MicroArch", "MicroOp",
-    "OpKind", "SPACES", "space_class",
+    "Activation", "Arch", "Block", "Cell", "MacroArch", "MacroLayer", "MacroOp", "MicroArch",
+    "MicroOp", "OpKind", "RecurrentArch", "RecurrentNode", "SPACES", "space_class",
 ]

@@ -21,17 +21,9 @@ class OpKind(str, enum.Enum):
         return self in (OpKind.AVG_POOL, OpKind.MAX_POOL)
 
 
-class _Op(enum.Enum):
-    """Base of the op enums. A member's value is its ENAS integer id."""
-
-    def __new__(cls, enas_id: int, short: str, darts: str, kind: OpKind, kernel: int):
-        member = object.__new__(cls)
-        member._value_ = enas_id
-        member.short = short
-        member.darts = darts
-        member.kind = kind
-        member.kernel = kernel
-        return member
+class _Vocabulary(enum.Enum):
+    """Base of every vocabulary enum. A member's value is its ENAS integer id; ``short`` is its
+    enastool name and ``darts`` its name in DARTS genotypes."""
 
     @property
     def enas_id(self) -> int:
@@ -58,6 +50,19 @@ class _Op(enum.Enum):
         return self.short
 
 
+class _Op(_Vocabulary):
+    """Base of the convolutional op enums: each op also has a kind and a kernel size."""
+
+    def __new__(cls, enas_id: int, short: str, darts: str, kind: OpKind, kernel: int):
+        member = object.__new__(cls)
+        member._value_ = enas_id
+        member.short = short
+        member.darts = darts
+        member.kind = kind
+        member.kernel = kernel
+        return member
+
+
 class MacroOp(_Op):
     """Macro space: one op per layer (ids as in the authors' ``cifar10_macro_*.sh``)."""
 
@@ -77,3 +82,21 @@ class MicroOp(_Op):
     AVG3 = (2, "avgpool3x3", "avg_pool_3x3", OpKind.AVG_POOL, 3)
     MAX3 = (3, "maxpool3x3", "max_pool_3x3", OpKind.MAX_POOL, 3)
     IDENTITY = (4, "identity", "skip_connect", OpKind.IDENTITY, 1)
+
+
+class Activation(_Vocabulary):
+    """Recurrent space: the activation of a node (ids as in the authors' corrected ``enas_lm``
+    code, which orders them tanh, ReLU, sigmoid, identity; the first ENAS repository used
+    another order, see ``enastool.encoding.recurrent``)."""
+
+    def __new__(cls, enas_id: int, short: str, darts: str):
+        member = object.__new__(cls)
+        member._value_ = enas_id
+        member.short = short
+        member.darts = darts
+        return member
+
+    TANH = (0, "tanh", "tanh")
+    RELU = (1, "relu", "relu")
+    SIGMOID = (2, "sigmoid", "sigmoid")
+    IDENTITY = (3, "identity", "identity")

@@ -1,14 +1,15 @@
-"""Registry of search spaces. A new space (e.g. the recurrent PTB cell) is a sibling module
-whose architecture class is added here; nothing else has to change."""
+"""Registry of search spaces. A new space is a sibling module whose architecture class is added
+here; the readers, writers and commands find it through this table."""
 
 from __future__ import annotations
 
 from .macro import MacroArch
 from .micro import MicroArch
+from .recurrent import RecurrentArch
 
-SPACES: dict[str, type] = {MacroArch.space: MacroArch, MicroArch.space: MicroArch}
+SPACES: dict[str, type] = {cls.space: cls for cls in (MacroArch, MicroArch, RecurrentArch)}
 
-Arch = MacroArch | MicroArch
+Arch = MacroArch | MicroArch | RecurrentArch
 
 
 def space_class(name: str) -> type:

@@ -144,14 +144,22 @@ def _build_record(chunk: _Chunk, space: str | None) -> Arch:
     if not chunk.tokens:
         raise EncodingError(f"found no integers after {keyword!r}, expected a {keyword} encoding (truncated record?)")
     values = [parse_integer(token, position) for position, token in enumerate(chunk.tokens, 1)]
-    cls = SPACES[keyword] if keyword is not None else _infer_space(len(values), space)
+    cls = SPACES[keyword] if keyword is not None else _infer_space(values, space)
     return cls.from_ints(values)
 
 
-def _infer_space(count: int, space: str | None) -> type:
+def _infer_space(values: list[int], space: str | None) -> type:
+    """The space of a bare encoding: ``space`` if given, else the only space it parses in.
+
+    Length rules come first; when several spaces accept the count (16 integers fit both a
+    2-block micro and an 8-node rnn cell), the one in which the integers are valid wins.
+    """
     if space is not None:
         return SPACES[space]
+    count = len(values)
     fits = [cls for cls in SPACES.values() if cls.accepts_length(count)]
+    if len(fits) > 1:
+        fits = [cls for cls in fits if _parses(cls, values)] or fits
     if len(fits) == 1:
         return fits[0]
     if fits:
@@ -167,6 +175,14 @@ def _infer_space(count: int, space: str | None) -> type:
         except EncodingError as e:
             reasons.append(f"{cls.space}: {e.detail.split(', ', 1)[-1]}")
     raise EncodingError(f"found {count} integers, which no space accepts ({'; '.join(reasons)})")
+
+
+def _parses(cls, values: list[int]) -> bool:
+    try:
+        cls.from_ints(values)
+    except EncodingError:
+        return False
+    return True
 
 
 def _parse_darts(text: str, source: str, space: str | None):
