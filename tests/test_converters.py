@@ -1,10 +1,10 @@
-"""DARTS and NAO converters, and the canonical form of micro architectures."""
+"""DARTS and NAO converters (micro and recurrent cells), and the canonical form of micro architectures."""
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from enastool.encoding import Block, Cell, MacroArch, MicroArch, MicroOp
+from enastool.encoding import Activation, Block, Cell, MacroArch, MicroArch, MicroOp, RecurrentArch, RecurrentNode
 from enastool.encoding.darts import from_darts, to_darts
 from enastool.encoding.nao import (
     INDEX_OFFSET,
@@ -110,6 +110,108 @@ def test_darts_round_trip(arch):
     text = to_darts(arch)
     assert from_darts(text) == arch
     assert f"normal_concat={list(arch.normal.loose_ends)}" in text
+
+
+# ----------------------------------------------------------------- DARTS, recurrent cells
+# nodes 1..3: tanh(0), relu(1), identity(1); a mean of all three.
+RNN3 = RecurrentArch((RecurrentNode(0, Activation.TANH), RecurrentNode(1, Activation.RELU), RecurrentNode(1, Activation.IDENTITY)))
+RNN3_DARTS = "Genotype(recurrent=[('tanh', 0), ('relu', 1), ('identity', 1)], concat=range(1, 4))"
+# DARTS's published recurrent cell, as quark0/darts rnn/genotypes.py writes it (DARTS_V2).
+DARTS_V2 = (
+    "DARTS_V2 = Genotype(recurrent=[('sigmoid', 0), ('relu', 1), ('relu', 1), ('identity', 1), "
+    "('tanh', 2), ('sigmoid', 5), ('tanh', 3), ('relu', 5)], concat=range(1, 9))"
+)
+
+
+@st.composite
+def rnn_archs(draw, max_nodes=12):
+    return RecurrentArch.sample(draw(st.integers(0, 2**32 - 1)), num_nodes=draw(st.integers(1, max_nodes)))
+
+
+def test_to_darts_writes_a_recurrent_cell_as_darts_does():
+    assert to_darts(RNN3) == RNN3_DARTS
+    assert from_darts(RNN3_DARTS) == RNN3
+
+
+def test_dartss_own_cell_converts_to_exact_enas_integers():
+    # DARTS numbers inputs as ENAS does (states[0] is node 0) and names the same activations.
+    assert from_darts(DARTS_V2).to_ints() == [0, 2, 1, 1, 1, 1, 1, 3, 2, 0, 5, 2, 3, 0, 5, 1]
+
+
+def test_from_darts_recurrent_accepts_layout_variants():
+    spread = RNN3_DARTS.replace(", (", ",\n    (").replace("(recurrent", "(\n  recurrent")
+    positional = RNN3_DARTS.replace("recurrent=", "").replace("concat=", "")
+    for text in (
+        spread,
+        positional,
+        RNN3_DARTS[len("Genotype"):],
+        "ENAS_CELL = " + RNN3_DARTS,
+        RNN3_DARTS.replace("range(1, 4)", "[1, 2, 3]"),
+        RNN3_DARTS.replace("range(1, 4)", "(3, 1, 2)"),  # a mean does not depend on the order
+        RNN3_DARTS.replace(", concat=range(1, 4)", ""),  # omitted: the mean of every node
+        RNN3_DARTS.replace("'relu'", "'ReLU'"),
+    ):
+        assert from_darts(text) == RNN3, text
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("'relu', 1", "'none', 1"), "DARTS recurrent pair 2 (node 2): activation 'none' has no ENAS equivalent "
+         "(an ENAS node always applies an activation to the node it reads), expected one of tanh, relu, sigmoid, identity"),
+        (("'identity', 1", "'skip_connect', 1"), "DARTS recurrent pair 3 (node 3): activation 'skip_connect' has no "
+         "ENAS equivalent, expected one of tanh, relu, sigmoid, identity"),
+        (("('relu', 1)", "('relu', 2)"), "DARTS recurrent pair 2 (node 2): found input 2, expected 0..1"),
+        (("('relu', 1)", "(1, 'relu')"), "DARTS recurrent pair 2 (node 2): found (1, 'relu'), expected (activation_name, input)"),
+        (("('relu', 1)", "('relu', True)"), "DARTS recurrent pair 2 (node 2): found ('relu', True), expected (activation_name, input)"),
+        (("range(1, 4)", "range(1, 3)"), "DARTS concat: found [1, 2], expected range(1, 4), every node 1..3 "
+         "(ENAS averages all nodes after node 0; a mean of other nodes is another network)"),
+        (("range(1, 4)", "[2, 3]"), "DARTS concat: found [2, 3], expected range(1, 4)"),
+        (("range(1, 4)", "[1, 1, 2, 3]"), "DARTS concat: found [1, 1, 2, 3], expected range(1, 4)"),
+        (("range(1, 4)", "range(0, 4)"), "DARTS concat: found [0, 1, 2, 3], expected range(1, 4)"),
+        (("concat=", "concat_list="), "DARTS genotype: unknown field 'concat_list', expected recurrent, concat"),
+        (("recurrent=[", "recurrent=[__import__('os'), "), "DARTS recurrent: expected a list of (activation_name, input) pairs"),
+        (("recurrent=[('tanh', 0), ('relu', 1), ('identity', 1)]", "recurrent=[]"),
+         "DARTS recurrent: expected a non-empty list of (activation_name, input) pairs"),
+        (("recurrent=[('tanh', 0), ('relu', 1), ('identity', 1)], ", ""), "DARTS genotype: missing 'recurrent'"),
+    ],
+)
+def test_from_darts_refuses_recurrent_cells_enas_cannot_build(edit, message):
+    old, new = edit
+    assert old in RNN3_DARTS
+    with pytest.raises(EncodingError) as info:
+        from_darts(RNN3_DARTS.replace(old, new, 1))
+    assert str(info.value).startswith(message)
+
+
+def test_from_darts_refuses_more_recurrent_nodes_than_supported():
+    pairs = ", ".join(f"('tanh', {l - 1})" for l in range(1, 66))
+    with pytest.raises(EncodingError, match="found 65 pairs \\(one per node\\), at most 64 nodes are supported"):
+        from_darts(f"Genotype(recurrent=[{pairs}])")
+
+
+def test_from_darts_recurrent_never_evaluates():
+    with pytest.raises(EncodingError, match="DARTS recurrent: expected a list"):
+        from_darts("Genotype(recurrent=[(__import__('os').system('false'), 0)], concat=[1])")
+
+
+def test_parse_text_reads_recurrent_genotypes_and_checks_space():
+    records, errors = parse_text(f"{SMALL_DARTS}\n# and a recurrent cell\n{RNN3_DARTS}\n", "g.txt")
+    assert errors == [] and [r.arch for r in records] == [SMALL, RNN3]
+    assert parse_text(RNN3_DARTS, "g.txt", space="rnn")[0][0].arch == RNN3
+    records, errors = parse_text(f"{SMALL_DARTS}\n{RNN3_DARTS}\n", "g.txt", space="rnn")
+    assert [r.arch for r in records] == [RNN3]
+    assert [str(e) for e in errors] == ["g.txt: record 1: found a DARTS micro genotype, but --space rnn was asked for"]
+    _, errors = parse_text(RNN3_DARTS, "g.txt", space="micro")
+    assert [str(e) for e in errors] == ["g.txt: record 1: found a DARTS rnn genotype, but --space micro was asked for"]
+
+
+@settings(deadline=None, max_examples=100)
+@given(rnn_archs())
+def test_darts_recurrent_round_trip(arch):
+    text = to_darts(arch)
+    assert from_darts(text) == arch
+    assert text.endswith(f"concat=range(1, {arch.num_nodes + 1}))")
 
 
 # ----------------------------------------------------------------- NAO

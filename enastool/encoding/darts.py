@@ -1,13 +1,24 @@
-"""DARTS genotype text for micro architectures (reference sec. 2).
+"""DARTS genotype text for micro and recurrent architectures (reference sec. 2 and 8).
 
-``Genotype(normal=[(op_name, input), ...], normal_concat=[...], reduce=[...], reduce_concat=[...])``
-with two pairs per intermediate node in node order; inputs are numbered as in ENAS (0, 1 = the
-cell inputs, j >= 2 = node j). The text is parsed into a syntax tree and only literals are read
-from it: nothing is ever evaluated.
+Micro: ``Genotype(normal=[(op_name, input), ...], normal_concat=[...], reduce=[...],
+reduce_concat=[...])`` with two pairs per intermediate node in node order; inputs are numbered
+as in ENAS (0, 1 = the cell inputs, j >= 2 = node j).
 
-Concat lists: ENAS concatenates exactly the loose ends, so a genotype whose concat list names
-other nodes (DARTS's usual ``range(2, 6)``) describes a network ENAS cannot build and is refused.
-A concat list may be omitted; it then defaults to the loose ends.
+Recurrent (DARTS's ``rnn/genotypes.py``): ``Genotype(recurrent=[(activation_name, input), ...],
+concat=range(1, N+1))`` with one pair per node 1..N in node order; input j is node j as ENAS
+numbers it (0 = the fixed node 0; DARTS's ``states[0]`` is the same node). A genotype is
+recurrent when it names ``recurrent`` or ``concat``, or has exactly two positional fields.
+
+The text is parsed into a syntax tree and only literals are read from it: nothing is ever
+evaluated.
+
+Concat lists must describe the network ENAS builds, or the genotype is refused. Micro: ENAS
+concatenates exactly the loose ends, so DARTS's usual ``range(2, 6)`` is refused. Recurrent:
+ENAS (the authors' corrected GPU code) averages every node 1..N, as DARTS's ``range(1, N+1)``
+does; a concat naming other nodes (DARTS's transcription of the first ENAS cell averages only
+its loose ends) is another network. Either concat may be omitted; it then defaults to what
+ENAS builds. The order of a concat list is free (concatenation order does not change what a
+cell can compute, and a mean does not depend on it).
 """
 
 from __future__ import annotations
@@ -17,22 +28,31 @@ import re
 
 from ..errors import EncodingError
 from .micro import NUM_INPUTS, Block, Cell, MicroArch
-from .ops import MicroOp
+from .ops import Activation, MicroOp
+from .recurrent import FIRST_NODE, MAX_NODES, RecurrentArch, RecurrentNode
 
 GENOTYPE = "Genotype"
 FIELDS = ("normal", "normal_concat", "reduce", "reduce_concat")
+RECURRENT_FIELDS = ("recurrent", "concat")
+NO_OP = "none"  # DARTS's zero op: a node that computes nothing, which ENAS lacks
 PAIRS_PER_NODE = 2
 # "DARTS_V2 = Genotype(...)", as written in DARTS's genotypes.py, is accepted too.
 _ASSIGNMENT = re.compile(r"^\s*[A-Za-z_]\w*\s*=\s*(?=[A-Za-z_(])")
 
 
-def to_darts(arch: MicroArch) -> str:
-    """The DARTS genotype of a micro architecture; the concat lists are the loose ends."""
-    if not isinstance(arch, MicroArch):
+def to_darts(arch: MicroArch | RecurrentArch) -> str:
+    """The DARTS genotype of a micro or recurrent architecture (see the module docstring)."""
+    writer = _WRITERS.get(getattr(arch, "space", None))
+    if writer is None:
         raise EncodingError(
             f"{getattr(arch, 'space', type(arch).__name__)} architectures have no DARTS genotype "
-            "form (DARTS describes cells); convert a micro architecture"
+            f"form (DARTS describes cells); convert a {' or '.join(_WRITERS)} architecture"
         )
+    return writer(arch)
+
+
+def _micro_to_darts(arch: MicroArch) -> str:
+    """Micro: two pairs per node; the concat lists are the loose ends."""
     parts = []
     for name, cell in zip(("normal", "reduce"), arch.cells):
         pairs = [(op.darts, index) for b in cell.blocks for index, op in b.branches]
@@ -41,9 +61,11 @@ def to_darts(arch: MicroArch) -> str:
     return f"{GENOTYPE}({', '.join(parts)})"
 
 
-def from_darts(text: str) -> MicroArch:
+def from_darts(text: str) -> MicroArch | RecurrentArch:
     """Parse a DARTS genotype (whitespace and newlines anywhere, ``Genotype`` prefix optional)."""
     fields = _genotype_fields(text)
+    if fields.keys() & set(RECURRENT_FIELDS):
+        return _recurrent_from_fields(fields)
     cells = []
     for name in ("normal", "reduce"):
         if name not in fields:
@@ -68,13 +90,14 @@ def _genotype_fields(text: str) -> dict[str, ast.expr]:
     call = tree.body
     if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == GENOTYPE):
         raise EncodingError("not a DARTS genotype, expected Genotype(normal=[...], ...)")
-    if len(call.args) > len(FIELDS):
-        raise EncodingError(f"DARTS genotype: found {len(call.args)} fields, expected at most {len(FIELDS)}")
-    fields = dict(zip(FIELDS, call.args))
+    names = _field_names(call)
+    if len(call.args) > len(names):
+        raise EncodingError(f"DARTS genotype: found {len(call.args)} fields, expected at most {len(names)}")
+    fields = dict(zip(names, call.args))
     for keyword in call.keywords:
-        if keyword.arg not in FIELDS:
+        if keyword.arg not in names:
             raise EncodingError(
-                f"DARTS genotype: unknown field {keyword.arg!r}, expected {', '.join(FIELDS)}"
+                f"DARTS genotype: unknown field {keyword.arg!r}, expected {', '.join(names)}"
             )
         fields[keyword.arg] = keyword.value
     return fields
@@ -92,6 +115,8 @@ _EXPECTED = {
     "reduce": "a list of (op_name, input) pairs",
     "normal_concat": "a list of node numbers",
     "reduce_concat": "a list of node numbers",
+    "recurrent": "a list of (activation_name, input) pairs",
+    "concat": "a list of node numbers",
 }
 
 
@@ -154,3 +179,86 @@ def _check_concat(concat: list[int], cell: Cell, name: str) -> None:
             f"DARTS {name}: found {concat}, expected the loose ends {loose} "
             "(ENAS concatenates exactly the nodes no block uses)"
         )
+
+
+# --------------------------------------------------------------------------- recurrent cells
+def _field_names(call: ast.Call) -> tuple[str, ...]:
+    """The fields of the genotype's form: recurrent when a keyword names a recurrent field, or
+    when it has no keywords and two positional fields (DARTS's ``Genotype(recurrent, concat)``)."""
+    keywords = {k.arg for k in call.keywords}
+    if keywords & set(RECURRENT_FIELDS) or (not keywords and len(call.args) == len(RECURRENT_FIELDS)):
+        return RECURRENT_FIELDS
+    return FIELDS
+
+
+def _recurrent_to_darts(arch: RecurrentArch) -> str:
+    """Recurrent: one pair per node; concat is every node 1..N, written as DARTS writes it."""
+    pairs = [(node.activation.darts, node.prev) for node in arch.nodes]
+    return f"{GENOTYPE}(recurrent={pairs!r}, concat=range({FIRST_NODE}, {arch.num_nodes + 1}))"
+
+
+def _recurrent_from_fields(fields: dict[str, ast.expr]) -> RecurrentArch:
+    if "recurrent" not in fields:
+        raise EncodingError("DARTS genotype: missing 'recurrent'")
+    pairs = _literal(fields["recurrent"], "recurrent")
+    if not isinstance(pairs, (list, tuple)) or not pairs:
+        raise EncodingError("DARTS recurrent: expected a non-empty list of (activation_name, input) pairs")
+    if len(pairs) > MAX_NODES:
+        raise EncodingError(
+            f"DARTS recurrent: found {len(pairs)} pairs (one per node), at most {MAX_NODES} nodes are supported"
+        )
+    nodes = []
+    for l, pair in enumerate(pairs, start=FIRST_NODE):
+        where = f"DARTS recurrent pair {l} (node {l})"
+        if not (
+            isinstance(pair, (list, tuple))
+            and len(pair) == 2
+            and isinstance(pair[0], str)
+            and isinstance(pair[1], int)
+            and not isinstance(pair[1], bool)
+        ):
+            raise EncodingError(f"{where}: found {_shown(pair)}, expected (activation_name, input)")
+        name, index = pair
+        activation = _activation(name, where)
+        if not 0 <= index < l:
+            raise EncodingError(f"{where}: found input {index}, expected 0..{l - 1}")
+        nodes.append(RecurrentNode(index, activation))
+    arch = RecurrentArch(tuple(nodes))
+    if "concat" in fields:
+        _check_recurrent_concat(_concat(fields["concat"], "concat"), arch)
+    return arch
+
+
+def _activation(name: str, where: str) -> Activation:
+    known = ", ".join(act.darts for act in Activation)
+    if name.strip().lower() == NO_OP:
+        raise EncodingError(
+            f"{where}: activation {name!r} has no ENAS equivalent (an ENAS node always applies an "
+            f"activation to the node it reads), expected one of {known}"
+        )
+    try:
+        return Activation.from_name(name)
+    except KeyError:
+        raise EncodingError(
+            f"{where}: activation {_shown(name)} has no ENAS equivalent, expected one of {known}"
+        ) from None
+
+
+def _check_recurrent_concat(concat: list[int], arch: RecurrentArch) -> None:
+    stop = arch.num_nodes + 1
+    if sorted(concat) != list(range(FIRST_NODE, stop)):
+        raise EncodingError(
+            f"DARTS concat: found {_shown(concat)}, expected range({FIRST_NODE}, {stop}), every node "
+            f"{FIRST_NODE}..{arch.num_nodes} (ENAS averages all nodes after node 0; a mean of other "
+            "nodes is another network)"
+        )
+
+
+def _shown(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# One writer per space that has a DARTS form.
+_WRITERS = {MicroArch.space: _micro_to_darts, RecurrentArch.space: _recurrent_to_darts}
+DARTS_SPACES = tuple(_WRITERS)

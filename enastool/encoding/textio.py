@@ -4,12 +4,14 @@ A source is a file path or ``-`` (stdin). Its text is recognised without a flag 
 
 - JSON (first non-blank character ``{`` or ``[``): one ``arch.to_dict()`` object, a list of
   them, or JSON Lines. Extra keys (e.g. ``"score"``) are ignored.
-- DARTS genotypes (first token starts with ``Genotype``): one micro record per genotype.
-- A stream of records, each opened by a space keyword (``macro``, ``micro``: the names in
-  ``SPACES``) and running to the next keyword, so a record may span lines. A word at the start
+- DARTS genotypes (first token starts with ``Genotype``): one record per genotype, micro or
+  rnn by the genotype's fields (``normal``/``reduce`` or ``recurrent``/``concat``).
+- A stream of records, each opened by a space keyword (``macro``, ``micro``, ``rnn``: the names
+  in ``SPACES``) and running to the next keyword, so a record may span lines. A word at the start
   of a line also opens a record, which is how a misspelt keyword (``mcro``) is reported.
 - One bare authors' encoding: integers separated by any whitespace. Its space is the ``space``
-  argument, or the only space whose length rule accepts the integer count.
+  argument, or the only space whose length rule accepts the integer count and in which the
+  integers are valid (see ``_infer_space``).
 
 ``#`` starts a comment to the end of the line (not in JSON). Token positions in errors are
 1-based within a record and do not count its keyword, so a record and the same bare encoding
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import IO, Callable, Iterable
 
 from ..errors import EncodingError
-from .darts import GENOTYPE, from_darts
+from .darts import DARTS_SPACES, GENOTYPE, from_darts
 from .spaces import SPACES, Arch, space_class
 
 STDIN = "-"
@@ -152,14 +154,20 @@ def _infer_space(values: list[int], space: str | None) -> type:
     """The space of a bare encoding: ``space`` if given, else the only space it parses in.
 
     Length rules come first; when several spaces accept the count (16 integers fit both a
-    2-block micro and an 8-node rnn cell), the one in which the integers are valid wins.
+    2-block micro and an 8-node rnn cell), the one in which the integers are valid wins. When
+    they are valid in none of them, the error gives each space's first complaint, since which
+    one the user meant cannot be known.
     """
     if space is not None:
         return SPACES[space]
     count = len(values)
     fits = [cls for cls in SPACES.values() if cls.accepts_length(count)]
     if len(fits) > 1:
-        fits = [cls for cls in fits if _parses(cls, values)] or fits
+        complaints = {cls.space: _first_error(cls, values) for cls in fits}
+        if all(complaints.values()):
+            reasons = "; ".join(f"{name}: {error}" for name, error in complaints.items())
+            raise EncodingError(f"found {count} integers, valid in no space that accepts that many ({reasons})")
+        fits = [cls for cls in fits if complaints[cls.space] is None]
     if len(fits) == 1:
         return fits[0]
     if fits:
@@ -177,12 +185,13 @@ def _infer_space(values: list[int], space: str | None) -> type:
     raise EncodingError(f"found {count} integers, which no space accepts ({'; '.join(reasons)})")
 
 
-def _parses(cls, values: list[int]) -> bool:
+def _first_error(cls, values: list[int]) -> EncodingError | None:
+    """Why ``values`` is not a ``cls`` encoding, or None when it is one."""
     try:
         cls.from_ints(values)
-    except EncodingError:
-        return False
-    return True
+    except EncodingError as e:
+        return e
+    return None
 
 
 def _parse_darts(text: str, source: str, space: str | None):
@@ -190,12 +199,17 @@ def _parse_darts(text: str, source: str, space: str | None):
     starts = [m.start() for m in re.finditer(rf"\b{GENOTYPE}\b", body)]
     pieces = [body[a:b] for a, b in zip(starts, starts[1:] + [len(body)])]
 
-    def build(piece: str) -> Arch:
-        if space is not None and space != "micro":
-            raise EncodingError(f"found a DARTS genotype, but {space} architectures have no DARTS form")
-        return from_darts(piece)
+    return _collect(source, ((i, lambda p=piece: _darts_record(p, space)) for i, piece in enumerate(pieces, 1)))
 
-    return _collect(source, ((i, lambda p=piece: build(p)) for i, piece in enumerate(pieces, 1)))
+
+def _darts_record(piece: str, space: str | None) -> Arch:
+    """One DARTS genotype; its form (micro or recurrent) says its space, which ``space`` must match."""
+    if space is not None and space not in DARTS_SPACES:
+        raise EncodingError(f"found a DARTS genotype, but {space} architectures have no DARTS form")
+    arch = from_darts(piece)
+    if space is not None and arch.space != space:
+        raise EncodingError(f"found a DARTS {arch.space} genotype, but --space {space} was asked for")
+    return arch
 
 
 def _parse_json(text: str, source: str, space: str | None):
