@@ -1,4 +1,4 @@
-"""Rendering: the DOT text of both spaces, files in every format, and life without Graphviz."""
+"""Rendering: the DOT text of every space, files in every format, and life without Graphviz."""
 
 import re
 import shutil
@@ -7,9 +7,20 @@ from pathlib import Path
 
 import pytest
 
-from enastool.encoding import Block, Cell, MacroArch, MacroOp, MicroArch, MicroOp, OpKind
+from enastool.encoding import (
+    Activation,
+    Block,
+    Cell,
+    MacroArch,
+    MacroOp,
+    MicroArch,
+    MicroOp,
+    OpKind,
+    RecurrentArch,
+)
 from enastool.encoding import render as render_mod
 from enastool.encoding.render import (
+    ACTIVATION_COLOURS,
     FORMATS,
     MISSING_DOT,
     dot_to,
@@ -50,7 +61,7 @@ def plain_positions(dot: str) -> dict[str, tuple[float, float]]:
 
 # ----------------------------------------------------------------- colours
 def test_every_op_of_every_vocabulary_has_its_own_colour():
-    for vocabulary in (MacroOp, MicroOp):
+    for vocabulary in (MacroOp, MicroOp, Activation):
         colours = [op_colour(op) for op in vocabulary]
         assert all(re.fullmatch(r"#[0-9a-f]{6}", c) for c in colours)
         assert len(set(colours)) == len(colours), vocabulary
@@ -58,12 +69,15 @@ def test_every_op_of_every_vocabulary_has_its_own_colour():
     assert op_colour(MacroOp.SEP3) == op_colour(MicroOp.SEP3)
     assert op_colour(MacroOp.MAX3) == op_colour(MicroOp.MAX3)
     assert set(render_mod.KIND_COLOURS) == set(OpKind)
+    assert set(ACTIVATION_COLOURS) == set(Activation)
+    # An activation that passes its input through is drawn like the identity op.
+    assert op_colour(Activation.IDENTITY) == op_colour(MicroOp.IDENTITY)
 
 
 def test_render_module_writes_no_op_name_of_its_own():
     # The op enums are the only list of op names: the renderer reads them from there.
     source = Path(render_mod.__file__).read_text()
-    for op in (*MacroOp, *MicroOp):
+    for op in (*MacroOp, *MicroOp, *Activation):
         assert op.short not in source and op.darts not in source, op
 
 
@@ -158,10 +172,67 @@ def test_each_graph_names_its_layout_so_a_stream_of_graphs_renders_each_right(ma
     assert 'layout="dot"' in to_dot(micro_final)
 
 
+# ----------------------------------------------------------------- rnn
+RNN_FINAL = RecurrentArch.from_ints([0, 2, 1, 0, 2, 1, 2, 2, 4, 0, 5, 0, 3, 2, 6, 2])
+
+
+def test_render_rnn_draws_the_inputs_node_0_every_node_and_the_mean():
+    dot = to_dot(RNN_FINAL)
+    drawn = nodes(dot)
+    all_edges = edges(dot)
+    assert "x<SUB>t</SUB>" in drawn["inputs"] and "h<SUB>t-1</SUB>" in drawn["inputs"]
+    # x_t and h_{t-1} both feed node 0, each from its own port (x_t on the left).
+    assert [(a, b, attrs) for a, b, attrs in all_edges if a == "inputs"] == [
+        ("inputs", "node0", 'tailport="x:s"'), ("inputs", "node0", 'tailport="h:s"'),
+    ]
+    assert "<B>0</B>  tanh" in drawn["node0"] and "highway" in drawn["node0"]
+    assert f'fillcolor="{ACTIVATION_COLOURS[Activation.TANH]}"' in drawn["node0"]
+    # One edge per node from the node it reads, in its activation's colour.
+    cell_edges = [(a, b) for a, b, attrs in all_edges if b.startswith("node") and a != "inputs"]
+    assert cell_edges == [(f"node{node.prev}", f"node{l}") for l, node in enumerate(RNN_FINAL.nodes, 1)]
+    assert ("node6", "node8") in cell_edges and ("node3", "node7") in cell_edges  # "6 2", "3 2"
+    for l, node in enumerate(RNN_FINAL.nodes, 1):
+        assert f"<B>{l}</B>  {node.activation.short}" in drawn[f"node{l}"]
+        assert f'fillcolor="{op_colour(node.activation)}"' in drawn[f"node{l}"]
+    # The output is the mean of every node 1..8, loose ends (7, 8) or not.
+    into_output = [(a, attrs) for a, b, attrs in all_edges if b == "output"]
+    assert [a for a, _ in into_output] == [f"node{l}" for l in range(1, 9)]
+    assert all('style="dashed"' in attrs for _, attrs in into_output)
+    assert "h<SUB>t</SUB>" in drawn["output"] and "mean of nodes 1..8" in drawn["output"]
+    assert 'label="rnn: 8 nodes after node 0, output the mean of nodes 1..8"' in dot
+    assert 'layout="dot"' in dot
+
+
+def test_render_rnn_legend_counts_the_activations_of_nodes_1_to_n():
+    legend = nodes(to_dot(RNN_FINAL))["legend"]
+    assert "<B>activations (nodes 1..8)</B>" in legend
+    counts = {"tanh": 3, "relu": 1, "sigmoid": 4, "identity": 0}
+    for act in Activation:
+        assert (
+            f'<TD BGCOLOR="{ACTIVATION_COLOURS[act]}"><FONT COLOR="black">{act.short}</FONT></TD>'
+            f'<TD ALIGN="RIGHT">{counts[act.short]}<'
+        ) in legend
+    one = RecurrentArch.from_ints([0, 3])
+    assert "mean of node 1<" in nodes(to_dot(one))["output"]
+    assert to_dot(one).count('-> "output"') == 1
+
+
+@needs_dot
+def test_render_rnn_runs_from_the_inputs_down_to_the_output():
+    positions = plain_positions(to_dot(RNN_FINAL))
+    heights = {name: y for name, (x, y) in positions.items()}
+    cell = [f"node{l}" for l in range(1, 9)]
+    assert heights["inputs"] > heights["node0"] > max(heights[n] for n in cell)
+    assert min(heights[n] for n in cell) > heights["output"]
+    # A node sits below the node it reads.
+    assert all(heights[f"node{node.prev}"] > heights[f"node{l}"] for l, node in enumerate(RNN_FINAL.nodes, 1))
+
+
 @needs_dot
 def test_every_sampled_architecture_renders_without_graphviz_warnings():
     archs = [MacroArch.sample(seed, num_layers=n) for seed, n in enumerate((1, 2, 7, 30))]
     archs += [MicroArch.sample(seed, num_blocks=b) for seed, b in enumerate((1, 2, 5, 9))]
+    archs += [RNN_FINAL] + [RecurrentArch.sample(seed, num_nodes=n) for seed, n in enumerate(range(1, 13))]
     for arch in archs:
         done = subprocess.run(["dot", "-Tsvg"], input=to_dot(arch).encode(), capture_output=True)
         assert done.returncode == 0 and done.stderr == b"", (arch, done.stderr)

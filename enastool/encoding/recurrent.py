@@ -35,6 +35,7 @@ LEGACY_FORMAT = (
     "format of google-research enas_lm (activation 0 tanh, 1 relu, 2 sigmoid, 3 identity)"
 )
 X_INPUT, H_INPUT = "x_t", "h_{t-1}"  # names of the cell's two inputs (graph and pictures)
+NODE0_ACTIVATION = Activation.TANH  # node 0 is fixed: tanh of [x_t, h_{t-1}] @ W0, highway-gated
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ class RecurrentArch:
         g = nx.DiGraph(space=self.space)
         g.add_node(X_INPUT, kind="input", op=None, index=None)
         g.add_node(H_INPUT, kind="input", op=None, index=None)
-        g.add_node(0, kind="node", op=Activation.TANH.short, index=0)
+        g.add_node(0, kind="node", op=NODE0_ACTIVATION.short, index=0)
         g.add_edge(X_INPUT, 0, kind="input")
         g.add_edge(H_INPUT, 0, kind="input")
         for l, node in enumerate(self.nodes, start=FIRST_NODE):

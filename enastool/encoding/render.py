@@ -12,9 +12,14 @@ output need nothing installed; the other formats run the ``dot`` binary through 
 - Micro: the normal and the reduction cell side by side, each a cluster with its inputs
   c_{k-2} (node 0) and c_{k-1} (node 1), one coloured box per op, the block nodes (the sum
   of their two ops) and the output c_{k}, the concatenation of the loose ends.
+- Rnn: top to bottom, the step's inputs x_t and h_{t-1}, the fixed node 0 that reads both
+  (marked "highway": every node is highway-gated, node 0 is the one that mixes the inputs),
+  nodes 1..N each in the colour of its activation with an edge from the node it reads, and
+  the output h_t, the mean of nodes 1..N, fed by thin dashed edges from every node.
 
-Colours come from each op's kind and kernel size (``OpKind`` and the op enums in ``ops.py``),
-so every op of every vocabulary has one, and a legend lists the vocabulary with its counts.
+Colours of convolutional ops come from their kind and kernel size (``OpKind`` and the op enums
+in ``ops.py``), so every op of every vocabulary has one; activations have one colour each
+(``ACTIVATION_COLOURS``). A legend lists the vocabulary with its counts.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ from typing import Callable
 from ..errors import EnasError
 from .macro import MacroArch
 from .micro import CELL_NAMES, NUM_INPUTS, Cell, MicroArch
-from .ops import OpKind
+from .ops import Activation, OpKind
+from .recurrent import FIRST_NODE, NODE0_ACTIVATION, RecurrentArch
 
 DOT = "dot"  # the Graphviz layout program (the binary and the format share the name)
 FORMATS = ("png", "svg", "pdf", DOT)
@@ -46,6 +52,14 @@ KIND_COLOURS: dict[OpKind, tuple[str, ...]] = {
     OpKind.MAX_POOL: ("#fbb4b9", "#f768a1", "#c51b8a"),
     OpKind.IDENTITY: ("#e0e0e0", "#bdbdbd", "#969696"),
 }
+# One fill per activation of the recurrent space, all light enough for black text; the one
+# that passes its input through unchanged shares the grey of the OpKind.IDENTITY ops.
+ACTIVATION_COLOURS: dict[Activation, str] = {
+    Activation.TANH: "#b4a7d6",
+    Activation.RELU: "#f4a582",
+    Activation.SIGMOID: "#92c5de",
+    Activation.IDENTITY: KIND_COLOURS[OpKind.IDENTITY][0],
+}
 DARK_FILLS = {shades[-1] for shades in KIND_COLOURS.values()}  # these take white text
 INPUT_FILL = "#f2f2f2"
 OUTPUT_FILL = "#fff2ae"
@@ -53,7 +67,10 @@ SKIP_COLOUR = "#55555599"  # translucent, so that overlapping skip arcs stay leg
 
 
 def op_colour(op) -> str:
-    """Fill colour of an op (a member of any op enum): by kind, darker for larger kernels."""
+    """Fill colour of an op (a member of any op enum): by kind, darker for larger kernels;
+    an activation has its own colour."""
+    if isinstance(op, Activation):
+        return ACTIVATION_COLOURS[op]
     same_kind = sorted({o.kernel for o in type(op) if o.kind is op.kind})
     shades = KIND_COLOURS[op.kind]
     return shades[min(same_kind.index(op.kernel), len(shades) - 1)]
@@ -92,7 +109,7 @@ def _op_node(name: str, op, label: str | None = None, **attrs) -> str:
     return _node(name, label=label or op.short, fillcolor=fill, fontcolor=_font_colour(fill), **attrs)
 
 
-def _legend(name: str, histogram: dict, **attrs) -> str:
+def _legend(name: str, histogram: dict, heading: str = "ops", **attrs) -> str:
     """An HTML-like table: one row per op of the vocabulary, its colour and its count."""
     rows = "".join(
         f'<TR><TD BGCOLOR="{op_colour(op)}"><FONT COLOR="{_font_colour(op_colour(op))}">'
@@ -101,7 +118,7 @@ def _legend(name: str, histogram: dict, **attrs) -> str:
     )
     table = Html(
         '<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="3">'
-        f'<TR><TD COLSPAN="2"><B>ops</B></TD></TR>{rows}</TABLE>>'
+        f'<TR><TD COLSPAN="2"><B>{heading}</B></TD></TR>{rows}</TABLE>>'
     )
     return _node(name, shape="plaintext", style="solid", fillcolor="none", label=table, **attrs)
 
@@ -244,9 +261,70 @@ def _micro_dot(arch: MicroArch, title: str, graph_name: str) -> list[str]:
     return lines
 
 
+def _averaged(arch: RecurrentArch) -> str:
+    """The nodes whose mean is the cell's output, in words."""
+    n = arch.num_nodes
+    return f"node {FIRST_NODE}" if n == FIRST_NODE else f"nodes {FIRST_NODE}..{n}"
+
+
+def rnn_title(arch: RecurrentArch) -> str:
+    n = arch.num_nodes
+    return f"rnn: {n} node{'' if n == 1 else 's'} after node 0, output the mean of {_averaged(arch)}"
+
+
+# The two inputs of a step share one node with a port each, which keeps x_t on the left.
+RNN_INPUTS = (("x", "x<SUB>t</SUB>"), ("h", "h<SUB>t-1</SUB>"))
+RNN_INPUTS_NODE, RNN_OUTPUT_NODE = "inputs", "output"
+MEAN_COLOUR = "#888888"
+
+
+def _rnn_node(l: int) -> str:
+    return f"node{l}"
+
+
+def _rnn_node_label(l: int, activation: Activation, note: str | None = None) -> Html:
+    font = _font_colour(op_colour(activation))
+    extra = f'<BR/><FONT POINT-SIZE="{SMALL_FONT}">{note}</FONT>' if note else ""
+    return Html(f'<<FONT COLOR="{font}"><B>{l}</B>  {activation.short}{extra}</FONT>>')
+
+
+def _rnn_dot(arch: RecurrentArch, title: str, graph_name: str) -> list[str]:
+    lines = _header(graph_name, title, layout=DOT, nodesep=0.25, ranksep=0.3)
+    cells = "".join(
+        f'<TD PORT="{port}" BGCOLOR="{INPUT_FILL}" STYLE="rounded" WIDTH="56">{label}</TD>'
+        for port, label in RNN_INPUTS
+    )
+    table = f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="10" CELLPADDING="5"><TR>{cells}</TR></TABLE>>'
+    lines.append(_node(RNN_INPUTS_NODE, shape="plaintext", style="solid", fillcolor="none", label=Html(table)))
+    lines.append(_op_node(_rnn_node(0), NODE0_ACTIVATION, label=_rnn_node_label(0, NODE0_ACTIVATION, "highway")))
+    for port, _ in RNN_INPUTS:
+        lines.append(_edge(RNN_INPUTS_NODE, _rnn_node(0), tailport=f"{port}:s"))
+    for l, node in enumerate(arch.nodes, start=FIRST_NODE):
+        lines.append(_op_node(_rnn_node(l), node.activation, label=_rnn_node_label(l, node.activation)))
+        lines.append(_edge(_rnn_node(node.prev), _rnn_node(l)))
+    label = Html(f'<h<SUB>t</SUB><BR/><FONT POINT-SIZE="{SMALL_FONT}">mean of {_averaged(arch)}</FONT>>')
+    lines.append(_node(RNN_OUTPUT_NODE, label=label, fillcolor=OUTPUT_FILL))
+    for l in range(FIRST_NODE, arch.num_nodes + 1):
+        lines.append(
+            _edge(_rnn_node(l), RNN_OUTPUT_NODE, style="dashed", color=MEAN_COLOUR, penwidth=0.7, arrowsize=0.4)
+        )
+    # The legend counts nodes 1..N, as ``info`` does: node 0 is the same in every cell.
+    lines.append(_legend("legend", arch.op_histogram(), heading=f"activations ({_averaged(arch)})"))
+    lines.append("}")
+    return lines
+
+
 # One builder and one title per space: a new space adds its entries here.
-_BUILDERS: dict[str, Callable] = {MacroArch.space: _macro_dot, MicroArch.space: _micro_dot}
-_TITLES: dict[str, Callable] = {MacroArch.space: macro_title, MicroArch.space: micro_title}
+_BUILDERS: dict[str, Callable] = {
+    MacroArch.space: _macro_dot,
+    MicroArch.space: _micro_dot,
+    RecurrentArch.space: _rnn_dot,
+}
+_TITLES: dict[str, Callable] = {
+    MacroArch.space: macro_title,
+    MicroArch.space: micro_title,
+    RecurrentArch.space: rnn_title,
+}
 
 
 def to_dot(arch, title: str | None = None, graph_name: str | None = None) -> str:
