@@ -12,6 +12,7 @@ import inspect
 import json
 import random
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -66,7 +67,16 @@ def validate(source: str, space: str | None, from_format: str) -> None:
     exit status is 2.
     """
     records = load_input(source, space, from_format)
-    click.echo(f"{_plural(len(records), 'record')} valid", err=True)
+    click.echo(f"{_plural(len(records), 'record')} valid{_spaces_read(records)}", err=True)
+
+
+def _spaces_read(records) -> str:
+    """Which space each record was read as (bare integers are inferred): ``" (rnn)"`` when all
+    are of one space, else the count per space in order of appearance."""
+    counts = Counter(r.arch.space for r in records)
+    if len(counts) <= 1:
+        return "".join(f" ({space})" for space in counts)
+    return " (" + ", ".join(f"{n} {space}" for space, n in counts.items()) + ")"
 
 
 # =========================================================================== convert
@@ -97,8 +107,8 @@ def convert(source: str, to_format: str, space: str | None, from_format: str) ->
     format on stdout: text records, DARTS genotypes and NAO token lines one per line, JSON as
     one list, DOT as one digraph per record.
 
-    DARTS and NAO describe micro architectures only; a macro record is refused by name.
-    Nothing is written unless every record converts.
+    DARTS genotypes describe micro and rnn cells, NAO token lines micro cells only; any other
+    record is refused by name. Nothing is written unless every record converts.
     """
     records = load_input(source, space, from_format)
     if to_format == JSON:
@@ -185,17 +195,38 @@ def _ops_cell(ops: dict[str, int]) -> str:
     return ", ".join(f"{name} {n}" for name, n in ops.items() if n)
 
 
+NOT_APPLICABLE = "-"  # a table cell of a column that does not apply to the space
+
+
+def _ints(values) -> str:
+    return " ".join(map(str, values))
+
+
+def _macro_columns(row: dict) -> tuple[str, str, str]:
+    skips = f"{row['skips']}/{row['possible_skips']} ({row['skip_density']:.1%})"
+    return f"{row['layers']} layers", skips, NOT_APPLICABLE
+
+
+def _micro_columns(row: dict) -> tuple[str, str, str]:
+    loose = f"normal {_ints(row['normal_loose_ends'])}\nreduce {_ints(row['reduce_loose_ends'])}"
+    return f"{row['blocks']} blocks", NOT_APPLICABLE, loose
+
+
+def _rnn_columns(row: dict) -> tuple[str, str, str]:
+    return _plural(row["nodes"], "node"), NOT_APPLICABLE, _ints(row["loose_ends"])
+
+
+# The size, skips and loose-ends cells of each space's summary: a new space adds its entry.
+_INFO_COLUMNS = {
+    MacroArch.space: _macro_columns,
+    MicroArch.space: _micro_columns,
+    RecurrentArch.space: _rnn_columns,
+}
+
+
 def _info_row(row: dict) -> list[str]:
     """Table cells of one info object (``-`` where a column does not apply to the space)."""
-    if row["space"] == MacroArch.space:
-        size = f"{row['layers']} layers"
-        skips = f"{row['skips']}/{row['possible_skips']} ({row['skip_density']:.1%})"
-        loose = "-"
-    else:
-        size = f"{row['blocks']} blocks"
-        skips = "-"
-        loose = "normal " + " ".join(map(str, row["normal_loose_ends"]))
-        loose += "\nreduce " + " ".join(map(str, row["reduce_loose_ends"]))
+    size, skips, loose = _INFO_COLUMNS[row["space"]](row)
     cells = [str(row["record"]), row["space"], size, _ops_cell(row["ops"]), skips, loose, str(row["depth"])]
     if "params" in row:
         cells += [_human(row["params"]), _human(row["params_aux"]), _human(row["flops"])]
@@ -269,8 +300,8 @@ def info(
     channels: int | None,
     dataset: str | None,
 ) -> None:
-    """Summarise the architectures in SOURCE (a file, or - for stdin: the default): ops,
-    skips, loose ends, depth.
+    """Summarise the architectures in SOURCE (a file, or - for stdin: the default): ops (rnn:
+    activations of nodes 1..N), skips, loose ends, depth.
 
     With --counts (or --layers/--channels/--dataset) each record also gets the parameter and
     FLOP counts of its final network, counted on the real module (this imports torch).

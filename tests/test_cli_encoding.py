@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from enastool import __version__
-from enastool.encoding import MacroArch, MicroArch
+from enastool.encoding import MacroArch, MicroArch, RecurrentArch
 from enastool.encoding.darts import from_darts
 from enastool.encoding.nao import parse_nao_text
 from enastool.encoding.render import MISSING_DOT
@@ -25,6 +25,11 @@ HAS_DOT = shutil.which("dot") is not None
 needs_dot = pytest.mark.skipif(not HAS_DOT, reason="Graphviz's dot is not installed")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MICRO_FINAL = "micro 0 2 0 0 0 4 0 1 0 4 1 1 1 0 0 1 0 2 1 1 1 0 1 0 0 3 0 2 1 1 3 1 1 0 0 4 0 3 1 1"
+RNN_FINAL = "rnn 0 2 1 0 2 1 2 2 4 0 5 0 3 2 6 2"  # reference sec. 2 and 8
+RNN_FINAL_DARTS = (
+    "Genotype(recurrent=[('sigmoid', 0), ('tanh', 1), ('relu', 2), ('sigmoid', 2), ('tanh', 4), "
+    "('tanh', 5), ('sigmoid', 3), ('sigmoid', 6)], concat=range(1, 9))"
+)
 
 
 def run(*args, input=None, env=None):
@@ -62,18 +67,22 @@ def test_importing_the_encoding_commands_does_not_import_torch():
 
 
 # ----------------------------------------------------------------- validate
-def test_validate_accepts_every_valid_fixture():
-    for name, count in [
-        ("authors_final.records", 2),
-        ("authors_final.json", 2),
-        ("macro_final.txt", 1),
-        ("micro_final.txt", 1),
-        ("micro_final.darts", 1),
-        ("micro_final.nao", 1),  # a .nao file is read as NAO tokens
+def test_validate_accepts_every_valid_fixture_and_says_which_space_it_read():
+    for name, said in [
+        ("authors_final.records", "2 records valid (1 macro, 1 micro)"),
+        ("authors_final.json", "2 records valid (1 macro, 1 micro)"),
+        ("macro_final.txt", "1 record valid (macro)"),
+        ("micro_final.txt", "1 record valid (micro)"),
+        ("micro_final.darts", "1 record valid (micro)"),
+        ("micro_final.nao", "1 record valid (micro)"),  # a .nao file is read as NAO tokens
+        ("rnn_final.txt", "1 record valid (rnn)"),  # 16 bare integers: micro's length, valid only as rnn
+        ("rnn_final.darts", "1 record valid (rnn)"),
+        ("rnn_final.json", "1 record valid (rnn)"),
+        ("rnn_darts_v2.darts", "1 record valid (rnn)"),
     ]:
         result = run("validate", FIXTURES / name)
         assert (result.exit_code, result.stdout) == (0, ""), name
-        assert result.stderr == f"{count} record{'s' if count > 1 else ''} valid\n"
+        assert result.stderr == said + "\n", name
 
 
 # file -> the exact error line of `enastool validate` (after "enastool: error: <path>: ").
@@ -81,10 +90,18 @@ INVALID_LINES = {
     "ambiguous_space.txt": "record 1: found 120 integers, which more than one space accepts (macro and micro "
     "and rnn); pass --space macro or --space micro or --space rnn",
     "bad_json.json": "invalid JSON: Expecting ',' delimiter at line 2 column 1",
+    "bare_valid_nowhere.txt": "record 1: found 16 integers, valid in no space that accepts that many "
+    "(micro: token 9: reduction cell node 2 index_1: found 4, expected an index 0..1; "
+    "rnn: token 15: node 8 prev_index: found 9, expected 0..7)",
     "binary_garbage.bin": "found binary data (NUL byte at offset 12), expected text",
     "bit_out_of_range.txt": "record 1: token 5: layer 2 skip bit 0: found 2, expected 0 or 1",
     "darts_concat.darts": "record 1: DARTS normal_concat: found [2, 3], expected the loose ends [3] "
     "(ENAS concatenates exactly the nodes no block uses)",
+    "darts_rnn_concat.darts": "record 1: DARTS concat: found [2, 5, 6, 9, 10, 11], expected range(1, 12), "
+    "every node 1..11 (ENAS averages all nodes after node 0; a mean of other nodes is another network)",
+    "darts_rnn_none.darts": "record 1: DARTS recurrent pair 3 (node 3): activation 'none' has no ENAS "
+    "equivalent (an ENAS node always applies an activation to the node it reads), expected one of "
+    "tanh, relu, sigmoid, identity",
     "empty.txt": "found no architecture (the input is empty or only comments)",
     "float_number.txt": "record 1: token 2: found '1.0', expected an integer",
     "index_out_of_range.records": "record 1: token 13: normal cell node 5 index_1: found 9, expected an index 0..4",
@@ -94,6 +111,11 @@ INVALID_LINES = {
     "non_integer.records": "record 2: token 7: found 'x', expected an integer",
     "op_out_of_range.records": "record 1: token 2: normal cell node 2 op_1: found 5, "
     "expected a micro op id 0..4",
+    "rnn_legacy_format.records": "record 1: found 17 integers, expected an even count (2 per node: "
+    "prev_index activation); an odd count looks like the older 2N+1-integer format of the first ENAS "
+    "repository (melodyguan/enas), whose activation order differs (tanh, relu, identity, sigmoid); "
+    "enastool reads the corrected format of google-research enas_lm (activation 0 tanh, 1 relu, "
+    "2 sigmoid, 3 identity)",
     "truncated_record.records": "record 2: found no integers after 'micro', expected a micro encoding "
     "(truncated record?)",
     "unknown_darts_op.darts": "record 1: DARTS normal node 2 pair 2: op 'dil_conv_3x3' has no ENAS equivalent, "
@@ -134,7 +156,7 @@ def test_validate_reads_stdin_by_default_and_honours_space():
     zeros = " ".join(["0"] * 120)
     assert run("validate", input=zeros).exit_code == 2
     result = run("validate", "--space", "micro", input=zeros)
-    assert (result.exit_code, result.stderr) == (0, "1 record valid\n")
+    assert (result.exit_code, result.stderr) == (0, "1 record valid (micro)\n")
 
 
 def test_nao_input_reports_every_bad_line():
@@ -181,7 +203,7 @@ def test_convert_to_darts_and_nao_and_back(authors):
 def test_convert_refuses_macro_to_darts_and_nao_by_record_and_writes_nothing():
     for fmt, reason in [
         ("darts", "macro architectures have no DARTS genotype form (DARTS describes cells); "
-                  "convert a micro architecture"),
+                  "convert a micro or rnn architecture"),
         ("nao", "macro architectures have no NAO form"),
     ]:
         result = run("convert", RECORDS, "--to", fmt)
@@ -347,7 +369,7 @@ def test_sample_is_seeded_valid_and_sized():
     assert [type(a) for a in archs] == [MicroArch, MicroArch] and archs[0].num_blocks == 3
     assert run("sample", "--space", "macro").stdout.count(" ") == 12 * 13 // 2  # default 12 layers
     validate = run("validate", input=first.stdout + micro.stdout)
-    assert (validate.exit_code, validate.stderr) == (0, "5 records valid\n")
+    assert (validate.exit_code, validate.stderr) == (0, "5 records valid (3 macro, 2 micro)\n")
 
 
 def test_sample_refuses_the_other_space_size_option():
@@ -360,3 +382,136 @@ def _bytes_stream(text: str):
     import io
 
     return io.BytesIO(text.encode())
+
+
+# ----------------------------------------------------------------- rnn
+def test_rnn_cell_goes_through_validate_convert_and_back():
+    bare = RNN_FINAL.split(" ", 1)[1]
+    validate = run("validate", input=bare)
+    assert (validate.exit_code, validate.stderr) == (0, "1 record valid (rnn)\n")
+    darts = run("convert", "-", "--to", "darts", input=bare)
+    assert (darts.exit_code, darts.stdout) == (0, RNN_FINAL_DARTS + "\n")
+    assert darts.stdout == (FIXTURES / "rnn_final.darts").read_text()
+    as_json = run("convert", "-", "--to", "json", input=darts.stdout)
+    data = json.loads(as_json.stdout)
+    assert data == json.loads((FIXTURES / "rnn_final.json").read_text())
+    assert data[0]["nodes"][:3] == [
+        {"prev": 0, "activation": "sigmoid"}, {"prev": 1, "activation": "tanh"}, {"prev": 2, "activation": "relu"},
+    ]
+    back = run("convert", "-", "--to", "text", input=as_json.stdout)
+    assert back.stdout == RNN_FINAL + "\n"
+
+
+def test_convert_reads_dartss_own_recurrent_cell_exactly():
+    result = run("convert", FIXTURES / "rnn_darts_v2.darts", "--to", "text")
+    assert (result.exit_code, result.stdout) == (0, "rnn 0 2 1 1 1 1 1 3 2 0 5 2 3 0 5 1\n")
+
+
+def test_convert_rnn_to_dot_and_a_mixed_stream_to_darts():
+    dot = run("convert", "-", "--to", "dot", input=RNN_FINAL)
+    assert dot.exit_code == 0 and dot.stdout.startswith('digraph "rnn"')
+    assert dot.stdout.count('-> "output"') == 8
+    both = run("convert", "-", "--to", "darts", input=f"{MICRO_FINAL}\n{RNN_FINAL}\n")
+    assert both.stdout.splitlines() == [(FIXTURES / "micro_final.darts").read_text().strip(), RNN_FINAL_DARTS]
+    # ...and read back as one stream of genotypes, each in its own space.
+    again = run("convert", "-", "--to", "text", input=both.stdout)
+    assert again.stdout == f"{MICRO_FINAL}\n{RNN_FINAL}\n"
+
+
+def test_convert_rnn_to_nao_is_refused_by_record_and_writes_nothing():
+    result = run("convert", "-", "--to", "nao", input=f"{MICRO_FINAL}\n{RNN_FINAL}\n")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert error_lines(result) == ["enastool: error: <stdin>: record 2: rnn architectures have no NAO form"]
+
+
+@pytest.mark.parametrize(
+    ("args", "text", "line"),
+    [
+        # the first repository's 2N+1 format, as a record and bare
+        ((), "rnn 0 2 1", "<stdin>: record 1: found 3 integers, expected an even count (2 per node: "
+         "prev_index activation); an odd count looks like the older 2N+1-integer format"),
+        ((), " ".join(["0"] * 17), "<stdin>: record 1: found 17 integers, which no space accepts ("),
+        ((), "rnn 0 2 1 4", "<stdin>: record 1: token 4: node 2 activation: found 4, expected an activation "
+         "id 0..3 (0 tanh, 1 relu, 2 sigmoid, 3 identity)"),
+        ((), "rnn 0 0 2 0", "<stdin>: record 1: token 3: node 2 prev_index: found 2, expected 0..1"),
+        ((), "Genotype(recurrent=[('tanh', 0), ('none', 1)], concat=range(1, 3))",
+         "<stdin>: record 1: DARTS recurrent pair 2 (node 2): activation 'none' has no ENAS equivalent"),
+        ((), "Genotype(recurrent=[('tanh', 0), ('gelu', 1)], concat=range(1, 3))",
+         "<stdin>: record 1: DARTS recurrent pair 2 (node 2): activation 'gelu' has no ENAS equivalent, "
+         "expected one of tanh, relu, sigmoid, identity"),
+        ((), "Genotype(recurrent=[('tanh', 0), ('relu', 0)], concat=range(1, 2))",
+         "<stdin>: record 1: DARTS concat: found [1], expected range(1, 3), every node 1..2"),
+        ((), "Genotype(recurrent=[('tanh', 0), ('relu', 2)], concat=range(1, 3))",
+         "<stdin>: record 1: DARTS recurrent pair 2 (node 2): found input 2, expected 0..1"),
+        (("--space", "micro"), "Genotype(recurrent=[('tanh', 0)], concat=range(1, 2))",
+         "<stdin>: record 1: found a DARTS rnn genotype, but --space micro was asked for"),
+        (("--space", "macro"), RNN_FINAL, "<stdin>: record 1: found a rnn record, but --space macro was asked for"),
+        ((), '{"space": "rnn", "nodes": [{"prev": 0, "activation": "gelu"}]}',
+         "<stdin>: record 1: JSON node 1: unknown op 'gelu', expected one of tanh, relu, sigmoid, identity"),
+        ((), "0 1 0 2 1 0", "<stdin>: record 1: found 6 integers, which more than one space accepts "
+         "(macro and rnn); pass --space macro or --space rnn"),
+    ],
+)
+@pytest.mark.parametrize("command", [["validate"], ["convert", "--to", "darts"], ["render", "-o", "x.dot"], ["info"]])
+def test_every_bad_rnn_input_is_one_line_and_exit_2(tmp_path, command, args, text, line):
+    command = [str(tmp_path / c) if c == "x.dot" else c for c in command]
+    result = run(*command, "-", *args, input=text)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert len(error_lines(result)) == 1 and "Traceback" not in result.stderr
+    assert error_lines(result)[0].startswith(f"enastool: error: {line}")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bare_encoding_valid_in_two_spaces_is_read_with_space():
+    result = run("convert", "-", "--to", "text", "--space", "rnn", input="0 1 0 2 1 0")
+    assert result.stdout == "rnn 0 1 0 2 1 0\n"
+
+
+def test_render_rnn_writes_the_cell(tmp_path):
+    out = tmp_path / "cell.dot"
+    result = run("render", FIXTURES / "rnn_final.txt", "-o", out)
+    assert result.exit_code == 0 and error_lines(result) == [f"wrote {out}"]
+    text = out.read_text()
+    assert text.startswith('digraph "rnn"') and 'label="rnn: 8 nodes after node 0, output the mean of nodes 1..8"' in text
+
+
+@needs_dot
+def test_render_rnn_png(tmp_path):
+    out = tmp_path / "cell.png"
+    assert run("render", FIXTURES / "rnn_final.darts", "-o", out).exit_code == 0
+    data = out.read_bytes()
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert data.startswith(PNG_MAGIC) and height > 300  # ten ranks from the inputs to h_t
+
+
+def test_info_rnn_json_and_table():
+    result = run("info", "-", "--format", "json", input=f"{RNN_FINAL}\n{MICRO_FINAL}\n")
+    assert result.exit_code == 0
+    rnn, micro = json.loads(result.stdout)
+    assert rnn == {
+        "record": 1, "space": "rnn", "nodes": 8,
+        "ops": {"tanh": 3, "relu": 1, "sigmoid": 4, "identity": 0},
+        "loose_ends": [7, 8], "depth": 6,
+    }
+    assert micro["blocks"] == 5
+    table = run("info", "-", input=f"{RNN_FINAL}\n{MICRO_FINAL}\n")
+    assert table.exit_code == 0 and table.stderr == ""
+    row = next(line for line in table.stdout.splitlines() if " rnn " in line)
+    cells = [c.strip() for c in row.strip("│ ").split("│")]
+    assert cells == ["1", "rnn", "8 nodes", "tanh 3, relu 1, sigmoid 4", "-", "7 8", "6"]
+
+
+def test_sample_rnn_is_seeded_sized_and_valid():
+    first = run("sample", "--space", "rnn", "-n", 4, "--seed", 5, "--nodes", 3)
+    assert first.exit_code == 0
+    assert first.stdout == run("sample", "--space", "rnn", "-n", 4, "--seed", 5, "--nodes", 3).stdout
+    archs = load_archs("-", stdin=_bytes_stream(first.stdout))
+    assert len(archs) == 4 and all(isinstance(a, RecurrentArch) and a.num_nodes == 3 for a in archs)
+    default = run("sample", "--space", "rnn", "--seed", 1).stdout.split()
+    assert default[0] == "rnn" and len(default) == 1 + 2 * 8  # the published size
+    validate = run("validate", input=first.stdout)
+    assert (validate.exit_code, validate.stderr) == (0, "4 records valid (rnn)\n")
+    result = run("sample", "--space", "rnn", "--blocks", 2)
+    assert error_lines(result) == ["enastool: error: --blocks does not apply to --space rnn; use --nodes"]
+    result = run("sample", "--space", "rnn", "--nodes", 65)
+    assert result.exit_code == 2 and error_lines(result) == ["enastool: error: --nodes must be in 1..64, found 65"]

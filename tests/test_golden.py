@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from enastool.encoding import MacroOp, MicroOp
+from enastool.encoding import Activation, MacroOp, MicroOp, RecurrentArch
 from enastool.encoding.darts import from_darts, to_darts
 from enastool.encoding.nao import from_nao, parse_nao_text, to_nao
 from enastool.encoding.textio import load_archs, load_one, read_source
@@ -66,6 +66,25 @@ def test_darts_and_nao_fixtures_hold_the_micro_final(micro_final):
     assert from_nao(to_nao(micro_final)) == micro_final
 
 
+RNN_FINAL_INTS = [0, 2, 1, 0, 2, 1, 2, 2, 4, 0, 5, 0, 3, 2, 6, 2]  # reference sec. 2 and 8
+
+
+def test_rnn_final_is_the_published_cell_in_every_format():
+    bare = load_one(FIXTURES / "rnn_final.txt")  # 16 bare integers, inferred as rnn
+    assert isinstance(bare, RecurrentArch) and bare.to_ints() == RNN_FINAL_INTS
+    assert load_one(FIXTURES / "rnn_final.darts") == load_one(FIXTURES / "rnn_final.json") == bare
+    assert to_darts(bare) == (FIXTURES / "rnn_final.darts").read_text().strip()
+    assert "concat=range(1, 9)" in to_darts(bare)
+    # Node 1 is sigmoid of node 0; nodes 7 and 8 are read by no node.
+    assert bare.nodes[0].activation is Activation.SIGMOID and bare.loose_ends == (7, 8)
+
+
+def test_dartss_published_recurrent_cell_in_enas_integers():
+    darts_v2 = load_one(FIXTURES / "rnn_darts_v2.darts")
+    assert darts_v2.to_ints() == [0, 2, 1, 1, 1, 1, 1, 3, 2, 0, 5, 2, 3, 0, 5, 1]
+    assert to_darts(darts_v2) == (FIXTURES / "rnn_darts_v2.darts").read_text().strip()
+
+
 # file -> (records that still parse, fragments the single error must contain)
 INVALID_CASES = {
     "empty.txt": (0, ["empty.txt: ", "empty"]),
@@ -107,6 +126,23 @@ INVALID_CASES = {
     "darts_concat.darts": (
         0,
         ["darts_concat.darts: record 1: DARTS normal_concat: found [2, 3], expected the loose ends [3]"],
+    ),
+    "rnn_legacy_format.records": (
+        0,
+        ["rnn_legacy_format.records: record 1: found 17 integers, expected an even count", "older 2N+1-integer format"],
+    ),
+    "darts_rnn_none.darts": (
+        0,
+        ["darts_rnn_none.darts: record 1: DARTS recurrent pair 3 (node 3): activation 'none' has no ENAS equivalent"],
+    ),
+    "darts_rnn_concat.darts": (
+        0,
+        ["darts_rnn_concat.darts: record 1: DARTS concat: found [2, 5, 6, 9, 10, 11], expected range(1, 12)"],
+    ),
+    "bare_valid_nowhere.txt": (
+        0,
+        ["bare_valid_nowhere.txt: record 1: found 16 integers, valid in no space that accepts that many",
+         "micro: token 9:", "rnn: token 15: node 8 prev_index: found 9, expected 0..7"],
     ),
 }
 
