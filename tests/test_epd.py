@@ -72,9 +72,11 @@ def trained():
 
 def test_encoder_reads_two_tokens_per_step_and_embeddings_are_unit_vectors():
     torch.manual_seed(0)
-    for scheme, steps in ((MicroTokens(5), 20), (MacroTokens(5), 8)):  # macro: 15 tokens, padded to 16
+    micro = [MicroArch.sample(i) for i in range(3)]
+    macro = [MacroArch.sample(i, num_layers=5) for i in range(3)]
+    for scheme, archs, steps in ((MicroTokens(5), micro, 20), (MacroTokens(5), macro, 8)):  # 15 tokens, padded to 16
         model = EPD(scheme, TINY)
-        tokens = model.tokens_of([MicroArch.sample(i) if scheme.space == "micro" else MacroArch.sample(i, num_layers=5) for i in range(3)])
+        tokens = model.tokens_of(archs)
         outputs = model.encoder(tokens)
         assert outputs.shape == (3, steps, TINY.hidden_size)
         assert torch.allclose(outputs.norm(dim=-1), torch.ones(3, steps))

@@ -53,7 +53,8 @@ class TokenScheme:
 
     Subclasses are frozen dataclasses (one instance per architecture size) that set ``space``,
     ``vocab_size`` and implement ``length``, ``encode``, ``decode`` and ``allowed``; a space with
-    a symmetry also sets ``symmetric`` and implements ``augment``.
+    a symmetry also sets ``symmetric`` and implements ``augment``. ``canonical`` uses the
+    architecture's own ``canonical()``; a space whose class has none overrides it.
     """
 
     space: ClassVar[str]
@@ -143,7 +144,9 @@ class MicroTokens(TokenScheme):
 
     def encode(self, arch: MicroArch) -> list[int]:
         if not isinstance(arch, MicroArch) or arch.num_blocks != self.num_blocks:
-            raise EncodingError(f"NAO micro tokens: expected a micro architecture of {self.describe()}, found {_describe(arch)}")
+            raise EncodingError(
+                f"NAO micro tokens: expected a micro architecture of {self.describe()}, found {_describe(arch)}"
+            )
         return nao.to_nao(arch)
 
     def decode(self, tokens: Sequence[int]) -> MicroArch:
@@ -209,7 +212,9 @@ class MacroTokens(TokenScheme):
 
     def encode(self, arch: MacroArch) -> list[int]:
         if not isinstance(arch, MacroArch) or arch.num_layers != self.num_layers:
-            raise EncodingError(f"NAO macro tokens: expected a macro architecture of {self.describe()}, found {_describe(arch)}")
+            raise EncodingError(
+                f"NAO macro tokens: expected a macro architecture of {self.describe()}, found {_describe(arch)}"
+            )
         tokens = []
         for layer in arch.layers:
             tokens.append(layer.op.enas_id + MACRO_OP_OFFSET)

@@ -134,7 +134,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.tokens_per_step = settings.tokens_per_step
         self.embedding = nn.Embedding(vocab_size, settings.embedding_size)
-        self.lstm = nn.LSTM(settings.tokens_per_step * settings.embedding_size, settings.hidden_size, batch_first=True)
+        step_width = settings.tokens_per_step * settings.embedding_size  # a step's embeddings, concatenated
+        self.lstm = nn.LSTM(step_width, settings.hidden_size, batch_first=True)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         pad = -tokens.shape[1] % self.tokens_per_step
@@ -332,6 +333,10 @@ class EPDTrainer:
     returns one figures dict per epoch ({"epoch", "loss", "mse", "nll"}); ``evaluate()`` scores
     the held-out part. The model keeps its weights across rounds (a new trainer per round gets
     a fresh optimiser, as in the authors' code); the trainer's state includes them.
+
+    To resume, build a trainer on the same model and call :meth:`load_state_dict`: the model,
+    the optimiser, the generator, the progress and the data set (the split and augmented rows
+    the constructor built) all come from the state.
     """
 
     def __init__(self, model: EPD, archs: Sequence[Any], scores: Sequence[float], seed: int):
@@ -449,8 +454,10 @@ class EPDGenerator:
 
     ``archs`` holds the new architectures found so far (in the order found); the generation is
     ``done`` when ``settings.new_archs`` exist or eta reached ``settings.max_eta`` (then
-    ``len(archs)`` says how many were found). The generator does not change the model; its
-    state is the seeds, the pool's keys, the round and what was found.
+    ``len(archs)`` says how many were found). The generator does not change the model, so its
+    state holds no weights (save the model with the search): only the seeds, the pool, the
+    rounds done and what was found. To resume, build a generator on the same (restored) model
+    and call :meth:`load_state_dict`.
     """
 
     def __init__(self, model: EPD, archs: Sequence[Any], scores: Sequence[float]):
