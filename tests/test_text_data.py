@@ -288,7 +288,8 @@ def test_pydoc_tokenisation_follows_the_documented_rules():
 
 def test_pydoc_cut_and_rare_words_follow_the_documented_rules():
     # Topic "b" sorts after "a": paragraphs 0..9 are a0..a7, b0, b1 -> b0 valid, b1 test.
-    topics = {"b": "word b0.\n\nword b1.", "a": "\n\n".join(f"word a{i} common." for i in range(8))}
+    # Several blank lines (one with spaces) and blank lines at a topic's ends make no paragraph.
+    topics = {"b": "\n\nword b0.\n\n \n\nword b1.\n", "a": "\n\n".join(f"word a{i} common." for i in range(8))}
     topics["a"] += " common."
     lines = pydoc_corpus.ptb_lines(topics)
     assert lines["valid"] == ["word <unk>"] and lines["test"] == ["word <unk>"]

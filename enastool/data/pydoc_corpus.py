@@ -6,7 +6,8 @@ examples). This corpus turns them into Penn-Treebank-style text, so that smoke r
 and the tests of the recurrent space need no download. The rule is fixed:
 
 1. **Order and paragraphs.** Topics in sorted key order; each topic's text is cut into
-   paragraphs at blank lines, numbered 0, 1, 2, ... across the whole corpus.
+   paragraphs (runs of non-blank lines, a blank line holding only spaces or tabs), numbered
+   0, 1, 2, ... across the whole corpus.
 2. **Cut.** Paragraph p goes to ``valid`` when p % 10 == 8, to ``test`` when p % 10 == 9, else
    to ``train`` (80 / 10 / 10 by paragraphs; whole paragraphs, so no sentence is split, and
    interleaved, so the three splits cover the same manuals, as PTB's sections do its newspaper).
@@ -59,7 +60,7 @@ VALID_SLOT = 8  # ... the ninth of each cycle to valid ...
 TEST_SLOT = 9  # ... and the tenth to test.
 NUMBER = "N"  # PTB's token for every number
 
-_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+_PARAGRAPH_BREAK = re.compile(r"\n(?:[ \t]*\n)+")  # one or more blank lines
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _TOKEN = re.compile(
     r"(?P<number>\d[\w.]*)"
@@ -100,7 +101,8 @@ def split_sentences(topics: dict[str, str]) -> dict[str, list[list[str]]]:
     splits: dict[str, list[list[str]]] = {name: [] for name in text.SPLITS}
     number = 0
     for key in sorted(topics):
-        for paragraph in _PARAGRAPH_BREAK.split(topics[key]):
+        paragraphs = [piece for piece in _PARAGRAPH_BREAK.split(topics[key]) if piece.strip()]
+        for paragraph in paragraphs:
             slot = number % PARAGRAPH_CYCLE
             name = "valid" if slot == VALID_SLOT else "test" if slot == TEST_SLOT else "train"
             splits[name].extend(sentences(paragraph))
@@ -114,8 +116,8 @@ def ptb_lines(topics: dict[str, str]) -> dict[str, list[str]]:
     counts = collections.Counter(word for sentence in splits["train"] for word in sentence)
     kept = {word for word, count in counts.items() if count >= MIN_COUNT}
     return {
-        name: [" ".join(w if w in kept else text.UNK for w in sentence) for sentence in sentences_]
-        for name, sentences_ in splits.items()
+        name: [" ".join(w if w in kept else text.UNK for w in sentence) for sentence in found]
+        for name, found in splits.items()
     }
 
 
