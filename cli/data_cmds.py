@@ -7,34 +7,46 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColu
 
 from .console import EnasGroup, err_console
 
+# What `data download` can fetch; the library's downloaders are imported only when one runs.
+DOWNLOADABLE = ("cifar10", "ptb")
+
 
 @click.group(cls=EnasGroup)
 def data() -> None:
-    """Manage data sets. digits is bundled with scikit-learn and needs nothing."""
+    """Manage data sets. digits (images) and pydoc (text) are embedded and need nothing."""
 
 
 @data.command("download")
-@click.argument("dataset", type=click.Choice(["cifar10"]))
+@click.argument("dataset", type=click.Choice(DOWNLOADABLE))
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False),
     default=None,
     help="Folder to fill (default: $ENASTOOL_DATA_DIR or ~/.cache/enastool/data).",
 )
-@click.option("--url", default=None, help="Mirror of the archive (http(s), file:// or a path).")
-@click.option("--md5", default=None, help="Expected MD5 of the archive (default: the official one).")
+@click.option(
+    "--url", default=None,
+    help="Mirror (http(s), file:// or a path): of the archive for cifar10, of the folder holding "
+         "ptb.train.txt, ptb.valid.txt and ptb.test.txt for ptb.",
+)
+@click.option("--md5", default=None, help="Expected MD5 of the cifar10 archive (default: the official one).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def download(dataset: str, data_dir: str | None, url: str | None, md5: str | None, quiet: bool) -> None:
-    """Download DATASET, verify its checksum and unpack it (resumable, atomic).
+    """Download DATASET, verify its checksums and put it in place (resumable, atomic).
 
-    Prints the folder holding the batches on stdout.
+    Prints the folder holding the data set on stdout: the --data-dir for it.
     """
-    from enastool.data import CIFAR10_MD5, CIFAR10_URL, default_data_dir, download_cifar10
+    from enastool.data import default_data_dir, download_cifar10, download_ptb
+    from enastool.errors import EnasError
 
+    if dataset == "ptb" and md5 is not None:
+        raise EnasError("--md5 is for the cifar10 archive; the three ptb files are checked against their own MD5s")
+    fetch = {"cifar10": download_cifar10, "ptb": download_ptb}[dataset]
     folder = data_dir if data_dir is not None else default_data_dir()
+    options = {name: value for name, value in (("url", url), ("md5", md5)) if value}
     show = not quiet and err_console.is_terminal
     with Progress(
-        "[bold]cifar10", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+        f"[bold]{dataset}", BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
         console=err_console, disable=not show,
     ) as bar:
         task = bar.add_task("download", total=None)
@@ -42,5 +54,5 @@ def download(dataset: str, data_dir: str | None, url: str | None, md5: str | Non
         def progress(done: int, total: int | None) -> None:
             bar.update(task, completed=done, total=total)
 
-        target = download_cifar10(folder, progress=progress, url=url or CIFAR10_URL, md5=md5 or CIFAR10_MD5)
+        target = fetch(folder, progress=progress, **options)
     click.echo(str(target))

