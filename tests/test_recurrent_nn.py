@@ -17,6 +17,7 @@ from enastool.nn.recurrent import (
     RecurrentNet,
     RecurrentSupernet,
     activation_penalty,
+    cell_step,
     recurrent_counts,
 )
 
@@ -239,6 +240,22 @@ def test_the_state_carries_a_sequence_across_windows():
     second = net(x[:, 4:], CELL, state=first.state.detach())
     assert torch.allclose(torch.cat([first.logits, second.logits], 1), whole.logits, atol=1e-12)
     assert torch.allclose(second.state, whole.state, atol=1e-12)
+
+
+def test_every_time_step_goes_through_the_replaceable_step_function():
+    """``net.step`` is where a compiled cell_step goes: one call per time step, same result."""
+    net = supernet().eval()
+    x = tokens()
+    plain = net(x, CELL).logits
+    calls = []
+
+    def counting_step(*args):
+        calls.append(args[1].shape)
+        return cell_step(*args)
+
+    net.step = counting_step
+    assert torch.equal(net(x, CELL).logits, plain)
+    assert calls == [(BATCH, HIDDEN)] * STEPS
 
 
 # ----------------------------------------------------------------- final network

@@ -83,15 +83,17 @@ functions once per window; nothing about it goes to the device, no device value 
 (no ``.item()``, no Python branch on a tensor), so a new cell per step costs no host-device
 sync, and nothing runs for cells not sampled. The loop over time steps and nodes is inherent in
 a recurrent cell (step t needs step t - 1). ``cell_step`` is a pure function of fixed shapes,
-independent of the window length: ``torch.compile`` of it (or of the final network's step with
-CUDA graphs) is the GPU speed path; compiling a whole ``forward`` unrolls the window and
-recompiles for every window length the random BPTT draws.
+independent of the window length, and each network calls it through its ``step`` attribute:
+``net.step = torch.compile(cell_step)`` (or CUDA graphs of the final network's step) is the GPU
+speed path, compiled once per cell (the activation functions are guarded constants) and reused
+for every window length; compiling a whole ``forward`` instead unrolls the window and
+recompiles for every length the random BPTT draws. Nothing is compiled by default.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, ClassVar, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -237,9 +239,11 @@ class _RecurrentLM(nn.Module):
     Subclasses add the node matrices and call ``reset_parameters`` when they are built.
     """
 
+    label: ClassVar[str]  # how messages name the network
+
     def __init__(self, vocab_size: int, hidden: int, num_nodes: int, drop: DropRates, init_range: float):
         super().__init__()
-        name = type(self).__name__
+        name = self.label
         if vocab_size < 1 or hidden < 1:
             raise EnasError(f"{name}: vocab_size and hidden must be >= 1, found {vocab_size}, {hidden}")
         if not init_range > 0:
@@ -253,6 +257,7 @@ class _RecurrentLM(nn.Module):
         self.init_range = init_range
         self.embedding = nn.Embedding(vocab_size, hidden)  # also the softmax weights (tied)
         self.w0 = nn.Parameter(torch.empty(2 * hidden, GATES * hidden))  # rows: [x; s]
+        self.step: Callable = cell_step  # the time step; replace with a compiled cell_step for speed
 
     def reset_parameters(self) -> None:
         for param in self.parameters():
@@ -281,7 +286,7 @@ class _RecurrentLM(nn.Module):
     def _run(
         self, tokens: torch.Tensor, state: torch.Tensor | None, nodes: list[CellNode], masks: DropoutMasks
     ) -> LMOutput:
-        name = type(self).__name__
+        name = self.label
         if tokens.dim() != 2:
             raise EnasError(f"{name}: tokens must be [batch, time] token ids, found shape {tuple(tokens.shape)}")
         batch, h = tokens.shape[0], self.hidden
@@ -305,7 +310,7 @@ class _RecurrentLM(nn.Module):
         xw = x @ self.w0[:h]  # node 0's input half for every step at once: [batch, time, 2H]
         outputs = []
         for xw_t in xw.unbind(1):
-            state = cell_step(xw_t, state, w0_state, nodes, masks.hidden)
+            state = self.step(xw_t, state, w0_state, nodes, masks.hidden)
             outputs.append(state)
         out = torch.stack(outputs, dim=1)
         top = out if masks.output is None else out * masks.output.unsqueeze(1)
@@ -327,6 +332,8 @@ class RecurrentSupernet(_RecurrentLM):
 
     ``forward(tokens, arch)`` runs exactly the cell ``arch``; see the module docstring.
     """
+
+    label = "rnn supernet"
 
     def __init__(
         self,
@@ -360,7 +367,7 @@ class RecurrentSupernet(_RecurrentLM):
 
     def used_weights(self, arch: RecurrentArch) -> list[nn.Parameter]:
         """W0 and the N node matrices ``arch`` uses: what its L2 penalty covers."""
-        _check_arch("rnn supernet", arch, self.num_nodes)
+        _check_arch(self.label, arch, self.num_nodes)
         return [self.w0] + [node.weight for node in self.cell_nodes(arch)]
 
     def l2_penalty(self, arch: RecurrentArch) -> torch.Tensor:
@@ -376,12 +383,14 @@ class RecurrentSupernet(_RecurrentLM):
         generator: torch.Generator | None = None,
     ) -> LMOutput:
         """Run cell ``arch`` over one window; ``generator`` draws the masks (training mode)."""
-        _check_arch("rnn supernet", arch, self.num_nodes)
+        _check_arch(self.label, arch, self.num_nodes)
         return self._run(tokens, state, self.cell_nodes(arch), self._masks(tokens, masks, generator))
 
 
 class RecurrentNet(_RecurrentLM):
     """The final network: one [H, 2H] matrix per node of the cell ``arch`` (no sharing)."""
+
+    label = "rnn network"
 
     def __init__(
         self,
@@ -392,7 +401,7 @@ class RecurrentNet(_RecurrentLM):
         init_range: float = FINAL_INIT_RANGE,
     ):
         if not isinstance(arch, RecurrentArch):
-            raise EnasError(f"rnn network: expected an rnn architecture, found {type(arch).__name__}")
+            raise EnasError(f"{self.label}: expected an rnn architecture, found {type(arch).__name__}")
         super().__init__(vocab_size, hidden, arch.num_nodes, drop, init_range)
         self.arch = arch
         self.node_weights = nn.ParameterList(
