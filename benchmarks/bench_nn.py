@@ -183,6 +183,7 @@ class StepTimer:
     """Times ``step`` (defined by each runner) on ``self.device``."""
 
     device: torch.device
+    sampled: list  # supernet rows: the architectures of the timed steps
 
     def step(self) -> None:
         raise NotImplementedError
