@@ -1,6 +1,7 @@
 """Train-step throughput of supernets and final networks; final-training epoch time.
 
-Every figure is at the authors' settings (reference sec. 4), on CIFAR-10-shaped data.
+Every figure is at the authors' settings (reference sec. 4 and 8), on CIFAR-10-shaped data
+(macro, micro) or random Penn-Treebank-sized token windows (rnn).
 
     python benchmarks/bench_nn.py --device cpu --dtype fp32 --small
     python benchmarks/bench_nn.py --device cuda --dtype bf16 --channels-last
@@ -21,6 +22,19 @@ respect to the activations and to the weights). Forward FLOPs come from
 ``enastool.nn.counting`` (convolutions and matmuls only, multiply-add = 2); for the supernets
 they are the mean over the architectures of the timed steps. bf16 means autocast, used on
 CUDA only. The tables go to stdout.
+
+Recurrent rows (``--space rnn``, in a table of their own): full training steps of the rnn
+language models (``enastool.nn.recurrent``) on random token ids that live on the device,
+vocabulary 10,000, windows of 35 steps: forward with the state carried (detached) from the
+step before, cross-entropy, the regularisers of the reference (L2 of the used matrices times
+the weight decay, activation L2 / slowness), backward, gradient clipping, plain SGD:
+- supernet: the search settings (H = 200, batch 128, all search dropouts), a fresh uniformly
+  sampled 8-node cell every step;
+- final: the published ENAS cell at the final settings (H = 800, batch 64, final dropouts).
+Columns: tokens/s (batch x 35 per step), ms/step, peak memory as above, forward GFLOP per
+token (``recurrent_counts``: every matrix product, softmax included; the same for every cell
+of N nodes) and GFLOP/s = 3 x that x tokens/s. ``--small``: H = 32, batch 8, same vocabulary
+and window. There is no rnn epoch row yet (its trainer is not built).
 
 Final-training epoch (``--what epoch``): the real trainer (``enastool.train.trainer``, with
 its data loader, augmentation, gradient clipping, schedule, evaluation and checkpointing, and
@@ -51,8 +65,25 @@ from torch import nn
 
 from enastool.config import resolve_final_config
 from enastool.data import datasets
-from enastool.encoding import MacroArch, MicroArch
+from enastool.encoding import MacroArch, MicroArch, RecurrentArch
 from enastool.nn.counting import count_flops
+from enastool.nn.recurrent import (
+    FINAL_ALPHA,
+    FINAL_BETA,
+    FINAL_DROP_RATES,
+    FINAL_HIDDEN,
+    FINAL_INIT_RANGE,
+    PTB_VOCAB,
+    SEARCH_ALPHA,
+    SEARCH_BETA,
+    SEARCH_DROP_RATES,
+    SEARCH_HIDDEN,
+    SEARCH_INIT_RANGE,
+    RecurrentNet,
+    RecurrentSupernet,
+    activation_penalty,
+    recurrent_counts,
+)
 from enastool.runs import RunDir
 from enastool.train.device import resolve_device
 from enastool.train.evaluate import EVAL_BATCH_MULTIPLIER
@@ -110,6 +141,33 @@ def authors_arch(space: str):
     return load_one(FIXTURES / f"{space}_final.txt", space=space)
 
 
+# Recurrent language models (reference sec. 8).
+RNN_CELL = "0 2 1 0 2 1 2 2 4 0 5 0 3 2 6 2"  # the published ENAS cell (8 nodes)
+RNN_NODES = 8
+BPTT = 35
+RNN_LR = 20.0  # plain SGD, as the authors
+RNN_WEIGHT_DECAY = 8e-7
+RNN_CLIP = {"supernet": 0.1, "final": 0.25}
+RNN_SMALL_HIDDEN = 32
+
+
+@dataclass(frozen=True)
+class RnnSetting:
+    """One row of the recurrent table."""
+
+    what: str  # "supernet" or "final"
+    hidden: int
+    batch: int
+    vocab: int = PTB_VOCAB
+    bptt: int = BPTT
+
+    def describe(self) -> str:
+        return f"H={self.hidden} batch={self.batch} bptt={self.bptt} vocab={self.vocab}"
+
+
+RNN_SETTINGS = [RnnSetting("supernet", SEARCH_HIDDEN, 128), RnnSetting("final", FINAL_HIDDEN, 64)]
+
+
 class ArchStep(nn.Module):
     """A supernet with one architecture fixed, so that it can be counted like any module."""
 
@@ -121,7 +179,40 @@ class ArchStep(nn.Module):
         return self.net(x, self.arch)
 
 
-class Runner:
+class StepTimer:
+    """Times ``step`` (defined by each runner) on ``self.device``."""
+
+    device: torch.device
+    sampled: list  # supernet rows: the architectures of the timed steps
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def time_steps(self, warmup: int, steps: int) -> float:
+        """Seconds per step over ``steps`` steps after ``warmup`` untimed ones."""
+        for _ in range(warmup):
+            self.step()
+        self.sampled.clear()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self.sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        self.sync()
+        return (time.perf_counter() - start) / steps
+
+    def peak_memory_mib(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / MIB
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB / MIB
+
+
+class Runner(StepTimer):
     """Builds one setting's network and times its training steps."""
 
     def __init__(self, setting: Setting, device: torch.device, bf16: bool, channels_last: bool):
@@ -177,24 +268,6 @@ class Runner:
         loss.backward()
         self.opt.step()
 
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def time_steps(self, warmup: int, steps: int) -> float:
-        """Seconds per step over ``steps`` steps after ``warmup`` untimed ones."""
-        for _ in range(warmup):
-            self.step()
-        self.sampled.clear()
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        self.sync()
-        start = time.perf_counter()
-        for _ in range(steps):
-            self.step()
-        self.sync()
-        return (time.perf_counter() - start) / steps
-
     def forward_flops(self) -> float:
         """Forward FLOPs per image: the final network's, or the supernets' mean over the
         architectures of the timed steps."""
@@ -203,10 +276,52 @@ class Runner:
         counts = [count_flops(ArchStep(self.net, arch), IMAGE_SHAPE) for arch in self.sampled]
         return sum(counts) / len(counts)
 
-    def peak_memory_mib(self) -> float:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device) / MIB
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB / MIB
+
+class RnnRunner(StepTimer):
+    """Builds one recurrent setting's network and times its training steps."""
+
+    def __init__(self, setting: RnnSetting, device: torch.device, bf16: bool):
+        self.setting, self.device, self.bf16 = setting, device, bf16
+        s = setting
+        if s.what == "supernet":
+            net = RecurrentSupernet(s.vocab, RNN_NODES, s.hidden, SEARCH_DROP_RATES, SEARCH_INIT_RANGE)
+            self.arch, self.alpha, self.beta = None, SEARCH_ALPHA, SEARCH_BETA
+        else:
+            self.arch = RecurrentArch.from_ints(int(v) for v in RNN_CELL.split())
+            net = RecurrentNet(self.arch, s.vocab, s.hidden, FINAL_DROP_RATES, FINAL_INIT_RANGE)
+            self.alpha, self.beta = FINAL_ALPHA, FINAL_BETA
+        self.net = net.to(device).train()
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=RNN_LR)
+        self.clip = RNN_CLIP[s.what]
+        ids = torch.randint(0, s.vocab, (s.batch, s.bptt + 1), generator=torch.Generator().manual_seed(0))
+        ids = ids.to(device)
+        self.x, self.y = ids[:, :-1], ids[:, 1:]
+        self.state = None
+        self.rng = random.Random(0)
+        self.sampled: list = []
+
+    def step(self) -> None:
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            if self.arch is None:
+                arch = RecurrentArch.sample(self.rng, RNN_NODES)
+                self.sampled.append(arch)
+                out = self.net(self.x, arch, self.state)
+                l2 = self.net.l2_penalty(arch)
+            else:
+                out = self.net(self.x, self.state)
+                l2 = self.net.l2_penalty()
+            loss = F.cross_entropy(out.logits.float().flatten(0, 1), self.y.flatten())
+            loss = loss + RNN_WEIGHT_DECAY * l2 + activation_penalty(out.outputs.float(), self.alpha, self.beta)
+        self.state = out.state.detach()
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.net.parameters(), self.clip)
+        self.opt.step()
+
+    def forward_flops(self) -> float:
+        """Forward FLOPs per token (the same for every cell of RNN_NODES nodes)."""
+        arch = self.arch or RecurrentArch.sample(0, RNN_NODES)
+        return recurrent_counts(arch, self.setting.hidden, self.setting.vocab)["flops"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,6 +427,8 @@ EPOCH_COLUMNS = ("space", "setting", "dtype", "layout", "compile", "train ms/ste
 
 COLUMNS = ("space", "network", "setting", "dtype", "layout", "img/s", "ms/step", "peak MiB",
            "fwd GFLOP/img", "GFLOP/s")
+RNN_COLUMNS = ("space", "network", "setting", "dtype", "tokens/s", "ms/step", "peak MiB",
+               "fwd GFLOP/token", "GFLOP/s")
 
 
 def print_table(rows: list[tuple], columns: tuple[str, ...] = COLUMNS) -> None:
@@ -335,12 +452,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=10,
                    help="timed steps per row (epoch rows: steps per short epoch, and test batches)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing (step rows)")
-    p.add_argument("--space", choices=("macro", "micro", "both"), default="both")
+    p.add_argument("--space", choices=("macro", "micro", "rnn", "both", "all"), default="all",
+                   help="both = macro and micro; all = those and rnn (default)")
     p.add_argument("--what", choices=("supernet", "final", "epoch", "all"), default="all",
                    help="train steps of the supernets or final networks, or a final-training "
                    "epoch (the real trainer, extrapolated to CIFAR-10); default all")
     p.add_argument("--small", action="store_true",
-                   help="narrow widths and batch 8, for a quick CPU run")
+                   help="narrow widths (rnn: H=32) and batch 8, for a quick CPU run")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (the default leaves cores to others)")
     args = p.parse_args(argv)
@@ -359,7 +477,10 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     device = args.device
-    spaces = [space for space in ("macro", "micro") if args.space in (space, "both")]
+    spaces = [space for space in ("macro", "micro") if args.space in (space, "both", "all")]
+    rnn_settings = [s for s in RNN_SETTINGS if args.space in ("rnn", "all") and args.what in (s.what, "all")]
+    if args.small:
+        rnn_settings = [replace(s, hidden=RNN_SMALL_HIDDEN, batch=SMALL_BATCH) for s in rnn_settings]
     settings = [
         s
         for s in SETTINGS
@@ -384,6 +505,19 @@ def main(argv=None) -> int:
             f"{flops / 1e9:.3f}", f"{3 * flops * images / 1e9:.1f}",
         ))
         del runner
+    rnn_rows = []
+    for s in rnn_settings:
+        print(f"timing rnn {s.what} ({s.describe()}) ...", file=sys.stderr)
+        runner = RnnRunner(s, device, args.dtype == "bf16")
+        seconds = runner.time_steps(args.warmup, args.steps)
+        peak = runner.peak_memory_mib()
+        flops = runner.forward_flops()
+        tokens = s.batch * s.bptt / seconds
+        rnn_rows.append((
+            "rnn", s.what, s.describe(), args.dtype, f"{tokens:.0f}", f"{seconds * 1e3:.1f}",
+            f"{peak:.0f}", f"{flops / 1e9:.4f}", f"{3 * flops * tokens / 1e9:.1f}",
+        ))
+        del runner
     epoch_rows = []
     if args.what in ("epoch", "all"):
         for space in spaces:
@@ -394,8 +528,13 @@ def main(argv=None) -> int:
           f"torch={torch.__version__} steps={args.steps} warmup={args.warmup}")
     if rows:
         print_table(rows)
-    if epoch_rows:
+    if rnn_rows:
         if rows:
+            print()
+        print("# rnn language models: random token windows, vocabulary and window as in the setting")
+        print_table(rnn_rows, RNN_COLUMNS)
+    if epoch_rows:
+        if rows or rnn_rows:
             print()
         print(f"# final-training epoch on CIFAR-10, EXTRAPOLATED from {args.steps} timed steps and "
               f"{args.steps} test batches of random CIFAR-10-shaped data to {CIFAR10_TRAIN_IMAGES:,} "

@@ -26,6 +26,17 @@ earlier nodes; the next input is the chosen node's anchor), op_1 and op_2, and a
 whose output becomes the new node's anchor. The reduction cell starts from the LSTM state the
 normal cell ended with, and both cells share all weights.
 
+Recurrent (``rnn``, the authors' ``enas_lm`` controller), per node l = 1..N: an LSTM step
+whose output h_l is node l's anchor; the prev index j in 0..l-1 from the attention scores
+over the anchors of nodes 0..l-1 (node 0's anchor is a zero vector, so its key is zero too),
+squashed as above and then minus ``(l - j)^2 / distance_prior``, a prior toward near nodes;
+the next input is the chosen anchor divided by ``INPUT_DISTANCE_OFFSET + l - j``; a second
+step gives the activation (op logits squashed the same way, no op_tanh_reduce in the
+reference), whose embedding is the next node's input. The authors' settings: temperature 5,
+tanh constant 2.25, prior divisor 6, weights uniform in +-0.01 (``RNN_PARAM_INIT_RANGE``),
+and one matrix that is both the activation embedding and the activation head (tied here too).
+Their search flag defaults to 9 nodes; the published cell, and ``num_nodes`` here, has 8.
+
 Choices where the reference is silent or odd:
 
 - Skip bit m of a macro layer attends to the anchor of ``prev[m]``, the node the bit really
@@ -37,11 +48,15 @@ Choices where the reference is silent or odd:
 - The entropy is the full entropy of every decision's distribution, summed. It carries no
   gradient in REINFORCE (it enters the reward, see ``strategies``), but it is a true
   entropy, so it can be checked and compared across runs.
+- The recurrent controller reports the full entropy of every decision, like the others; the
+  authors' recurrent code summed ``-log p`` times ``p`` of the sampled token only.
 - No learned op-logit bias: the authors' micro controller starts the two separable convs at a
   bias of +10 and adds a fixed bias to the normal cell; here every op starts equally likely.
 
-Every weight starts uniform in ``[-PARAM_INIT_RANGE, PARAM_INIT_RANGE]`` as in the authors'
-code. The controller is tiny and works one token at a time: it lives on the CPU (see
+Every weight starts uniform in ``[-param_init_range, param_init_range]`` as in the authors'
+code (0.1 for the image spaces, 0.01 for the recurrent one). The LSTM cells carry biases
+(``nn.LSTMCell``); the authors' recurrent LSTM had none, which only adds learnable offsets.
+The controller is tiny and works one token at a time: it lives on the CPU (see
 ``strategies``), and its sampling draws from the ``torch.Generator`` it is given.
 """
 
@@ -56,12 +71,20 @@ from torch import nn
 
 from ..encoding.macro import MacroArch, MacroLayer
 from ..encoding.micro import CELL_NAMES, NUM_INPUTS, Block, Cell, MicroArch
-from ..encoding.ops import MacroOp, MicroOp
+from ..encoding.ops import Activation, MacroOp, MicroOp
+from ..encoding.recurrent import FIRST_NODE, PUBLISHED_NODES, RecurrentArch, RecurrentNode
 from ..errors import EnasError
 
 PARAM_INIT_RANGE = 0.1  # the authors initialise every controller weight uniform in +-0.1
 INDICES_PER_BLOCK = 2  # a micro block reads two earlier nodes ...
 OPS_PER_BLOCK = 2  # ... through one op each
+
+# The recurrent controller (reference sec. 8; enas_lm controller.py).
+RNN_PARAM_INIT_RANGE = 0.01  # enas_lm initialises its controller uniform in +-0.01
+RNN_TEMPERATURE = 5.0
+RNN_TANH_CONSTANT = 2.25
+DISTANCE_PRIOR = 6.0  # prev-index logits minus (l - j)^2 / this: near nodes are preferred
+INPUT_DISTANCE_OFFSET = 0.1  # the next input is the chosen anchor / (this + l - j)
 
 
 @dataclass
@@ -72,7 +95,7 @@ class ControllerSample:
     ``entropy`` is the summed entropy of the decision distributions.
     """
 
-    arch: MacroArch | MicroArch
+    arch: MacroArch | MicroArch | RecurrentArch
     log_prob: torch.Tensor
     entropy: torch.Tensor
     skip_penalty: torch.Tensor
@@ -123,9 +146,10 @@ def bernoulli_kl(logits: torch.Tensor, target: float) -> torch.Tensor:
 
 
 class _Controller(nn.Module):
-    """What both controllers share: the LSTM stack, the op head and the attention."""
+    """What every controller shares: the LSTM stack, the op head and the attention."""
 
     op_enum: type = MacroOp
+    param_init_range: float = PARAM_INIT_RANGE
 
     def __init__(
         self,
@@ -156,7 +180,7 @@ class _Controller(nn.Module):
 
     def reset_parameters(self) -> None:
         for param in self.parameters():
-            nn.init.uniform_(param, -PARAM_INIT_RANGE, PARAM_INIT_RANGE)
+            nn.init.uniform_(param, -self.param_init_range, self.param_init_range)
 
     # ----------------------------------------------------------------- building blocks
     def _zero_state(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -324,7 +348,83 @@ class MicroController(_Controller):
         return Cell(tuple(blocks)), state
 
 
-CONTROLLERS: dict[str, type[_Controller]] = {MacroArch.space: MacroController, MicroArch.space: MicroController}
+class RecurrentController(_Controller):
+    """Emits a recurrent cell: per node l its prev index (attention with the distance prior),
+    then its activation. Defaults are the authors' recurrent settings (module docstring)."""
+
+    op_enum = Activation
+    param_init_range = RNN_PARAM_INIT_RANGE
+
+    def __init__(
+        self,
+        num_nodes: int = PUBLISHED_NODES,
+        distance_prior: float = DISTANCE_PRIOR,
+        tanh_constant: float = RNN_TANH_CONSTANT,
+        temperature: float = RNN_TEMPERATURE,
+        **settings,
+    ):
+        super().__init__(tanh_constant=tanh_constant, temperature=temperature, **settings)
+        if num_nodes < 1:
+            raise EnasError(f"rnn controller: num_nodes must be >= 1, found {num_nodes}")
+        if distance_prior < 0:
+            raise EnasError(f"rnn controller: distance_prior must be >= 0 (0 = no prior), found {distance_prior}")
+        self.num_nodes = num_nodes
+        self.distance_prior = distance_prior
+        self.op_head.weight = self.op_embedding.weight  # one matrix, as the authors' w_emb
+
+    @classmethod
+    def from_config(cls, config) -> "RecurrentController":
+        # num_nodes and distance_prior are read with defaults: the search config may not have them.
+        return cls(
+            num_nodes=getattr(config, "num_nodes", PUBLISHED_NODES),
+            distance_prior=getattr(config, "distance_prior", DISTANCE_PRIOR),
+            lstm_size=config.lstm_size, lstm_layers=config.lstm_layers,
+            tanh_constant=config.tanh_constant, op_tanh_reduce=config.op_tanh_reduce,
+            temperature=config.temperature,
+        )
+
+    def prior(self, node: int) -> torch.Tensor:
+        """What the prior subtracts from the prev-index logits of ``node``: (l - j)^2 / c."""
+        distance = node - torch.arange(node, dtype=self.start.dtype, device=self.start.device)
+        if self.distance_prior == 0:
+            return torch.zeros_like(distance)
+        return distance.pow(2) / self.distance_prior
+
+    def forward(
+        self, arch: RecurrentArch | None = None, generator: torch.Generator | None = None
+    ) -> ControllerSample:
+        if arch is not None and (not isinstance(arch, RecurrentArch) or arch.num_nodes != self.num_nodes):
+            raise EnasError(
+                f"rnn controller: expected an rnn cell of {self.num_nodes} nodes, found {_describe(arch)}"
+            )
+        tape = self._tape(arch, generator)
+        state = self._zero_state()
+        inputs = self.start
+        anchors = [self.start.new_zeros(1, self.lstm_size)]  # node 0: a zero anchor and key
+        keys = [anchors[0]]
+        nodes = []
+        for l in range(FIRST_NODE, self.num_nodes + 1):
+            forced = arch.nodes[l - FIRST_NODE] if arch is not None else None
+            h, state = self._step(inputs, state)
+            logits = self._attention(keys, h) - self.prior(l)
+            prev = tape.categorical(logits, None if forced is None else forced.prev, f"node {l} prev_index")
+            anchors.append(h)
+            keys.append(self.attn_anchor(h))
+            inputs = anchors[prev] / (INPUT_DISTANCE_OFFSET + l - prev)
+            h, state = self._step(inputs, state)
+            forced_act = None if forced is None else forced.activation.enas_id
+            act = tape.categorical(self._op_logits(h), forced_act, f"node {l} activation")
+            inputs = self.op_embedding.weight[act : act + 1]
+            nodes.append(RecurrentNode(prev, Activation(act)))
+        zero = tape.log_prob.new_zeros(())
+        return ControllerSample(RecurrentArch(tuple(nodes)), tape.log_prob, tape.entropy, zero)
+
+
+CONTROLLERS: dict[str, type[_Controller]] = {
+    MacroArch.space: MacroController,
+    MicroArch.space: MicroController,
+    RecurrentArch.space: RecurrentController,
+}
 
 
 def build_controller(config) -> _Controller:
@@ -337,4 +437,6 @@ def _describe(arch) -> str:
         return f"a {arch.num_layers}-layer macro architecture"
     if isinstance(arch, MicroArch):
         return f"a micro architecture of {arch.num_blocks} blocks per cell"
+    if isinstance(arch, RecurrentArch):
+        return f"an rnn cell of {arch.num_nodes} nodes"
     return f"a {type(arch).__name__}"
