@@ -183,7 +183,7 @@ def run_training(arch, config, run_path, *, resume: bool, quiet: bool) -> tuple[
     Returns the trainer's result and whether this process is rank 0 (the one that reports)."""
     from enastool.runs import RunDir
     from enastool.train import distributed
-    from enastool.train.trainer import FinalTrainer
+    from enastool.train.trainer import build_final_trainer
 
     info, _ = distributed.init_distributed(config.device)
     try:
@@ -202,7 +202,7 @@ def run_training(arch, config, run_path, *, resume: bool, quiet: bool) -> tuple[
             stop = RankAgreement(interrupt, every=config.log_every)
             # Built before a new run directory exists: bad data, network or batch settings
             # leave nothing behind that would block the corrected command.
-            trainer = FinalTrainer(arch, config, run, callback=show, interrupt=stop)
+            trainer = build_final_trainer(arch, config, run, callback=show, interrupt=stop)
             if not resume:
                 trainer.run = distributed.setup_run_dir(run_path, config, resume=False, kind="final",
                                                         command=command_line())

@@ -150,7 +150,7 @@ def test_an_interrupted_and_resumed_search_ends_bitwise_equal_to_an_uninterrupte
     last_step = [r for r in straight.read_metrics() if r["kind"] == "step"][-1]
     assert {"reward", "valid_acc", "baseline"} <= last_step.keys()  # the latest controller figures
     a, b = state_of(straight), state_of(run)
-    for key in ("supernet", "optimizer", "strategy", "train_loader", "valid_loader", "progress"):
+    for key in ("supernet", "optimizer", "strategy", "task", "progress"):
         assert_same_tensors(a[key], b[key], key)
     assert without_timing(straight.read_metrics()) == without_timing(run.read_metrics())
 
@@ -193,8 +193,7 @@ def update_norm(tmp_path, name, grad_clip) -> tuple[float, float]:
     config = tiny_config("micro", "random", grad_clip=grad_clip, momentum=0.0, l2=0.0)
     loop = SearchLoop(config, RunDir.create(tmp_path / name, config))
     before = [p.detach().clone() for p in loop.params]
-    x, y = next(iter(loop.train_loader))
-    loop._train_step(x, y)
+    loop._train_step(next(loop.task.train_batches()))
     change = torch.stack([(p.detach() - b).norm() for p, b in zip(loop.params, before)]).norm()
     return change.item(), loop.lr
 
@@ -248,7 +247,7 @@ def test_score_architectures_uses_the_whole_validation_split_by_default(finished
 
 def test_score_architectures_refuses_architectures_the_run_cannot_score(finished_runs):
     run = finished_runs["macro"]
-    with pytest.raises(EnasError, match="architecture 2 has 6 layers.*4-layer macro"):
+    with pytest.raises(EnasError, match="architecture 2 has 6 layers.*macro architectures of 4 layers"):
         score_architectures(run, [MacroArch.sample(0, num_layers=4), MacroArch.sample(0, num_layers=6)])
     with pytest.raises(EnasError, match="architecture 1 is a micro architecture.*macro space"):
         score_architectures(run, [MicroArch.sample(0, num_blocks=2)])

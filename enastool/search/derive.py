@@ -23,14 +23,12 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..data import DeviceLoader
-from ..encoding.macro import MacroArch
 from ..errors import EnasError
 from ..runs import LAST_CHECKPOINT as LAST
 from ..runs import RunDir
-from ..train.device import autocast, autocast_dtype, resolve_device
-from .loop import RUN_KIND, build_supernet, search_data
+from ..train.device import autocast_dtype, resolve_device, use_channels_last
 from .strategies import build_strategy
+from .tasks import RUN_KIND, build_task, check_archs
 
 Callback = Callable[[dict], None]
 
@@ -53,28 +51,6 @@ def _load_state(run: RunDir) -> dict:
     return run.load_checkpoint(LAST)
 
 
-def check_archs(run: RunDir, archs: Sequence) -> None:
-    """EnasError naming the first architecture the run's supernet cannot run."""
-    config = run.config
-    for number, arch in enumerate(archs, start=1):
-        space = getattr(arch, "space", None)
-        if space != config.space:
-            raise EnasError(
-                f"architecture {number} is a {space or type(arch).__name__} architecture, but "
-                f"{run.path} searched the {config.space} space"
-            )
-        if space == MacroArch.space and arch.num_layers != config.layers:
-            raise EnasError(
-                f"architecture {number} has {arch.num_layers} layers, but {run.path} searched "
-                f"{config.layers}-layer macro networks"
-            )
-        if space != MacroArch.space and arch.num_blocks != config.num_blocks:
-            raise EnasError(
-                f"architecture {number} has {arch.num_blocks} blocks per cell, but {run.path} "
-                f"searched {config.num_blocks}-block micro cells"
-            )
-
-
 def score_architectures(
     run: RunDir | str | Path,
     archs: Sequence,
@@ -88,7 +64,7 @@ def score_architectures(
     receives ``start``, one ``step`` per architecture and ``done`` events.
     """
     run = open_search_run(run)
-    check_archs(run, archs)
+    check_archs(run.config, archs, str(run.path))
     return _score(run, _load_state(run), list(archs), batches, device, callback)
 
 
@@ -98,35 +74,16 @@ def _score(run: RunDir, state: dict, archs: list, batches: int | None, device_na
         raise EnasError(f"--batches {batches}: must be at least 1 (leave it out for the whole split)")
     config = run.config
     device = resolve_device(device_name)
-    dtype = autocast_dtype(config, device)
-    _, valid, info = search_data(config)
-    supernet = build_supernet(config, info.channels, info.num_classes)
-    supernet.load_state_dict(state["supernet"])
-    supernet.to(device).eval()
-    loader = DeviceLoader(*valid, batch_size=config.batch_size, device=device, mean=info.mean,
-                          std=info.std, train=False, drop_last=False)
-    data = []
-    for x, y in loader:
-        if batches is not None and len(data) == batches:
-            break
-        data.append((x, y))
-    images = sum(y.shape[0] for _, y in data)
+    task = build_task(config, device, autocast_dtype(config, device), use_channels_last(config, device))
+    task.supernet.load_state_dict(state["supernet"])
+    task.supernet.eval()
+    data = task.score_data(batches)
     emit = callback or (lambda event: None)
-    emit({"kind": "start", "total_steps": len(archs), "device": str(device), "images": images,
-          "description": f"scoring {len(archs)} architectures on {images} validation images"})
-    correct = []
-    with torch.no_grad():
-        for number, arch in enumerate(archs, start=1):
-            total = torch.zeros((), dtype=torch.int64, device=device)
-            for x, y in data:
-                with autocast(device, dtype):
-                    logits = supernet(x, arch)
-                total += (logits.argmax(dim=1) == y).sum()
-            correct.append(total)
-            emit({"kind": "step", "step": number})
-    scores = [c / images for c in torch.stack(correct).tolist()] if correct else []
-    emit({"kind": "done", "step": len(archs), "images": images})
-    return scores
+    emit({"kind": "start", "total_steps": len(archs), "device": str(device),
+          "description": f"scoring {len(archs)} architectures on {task.describe_score_data(data)}"})
+    results = task.scores(archs, data, callback=emit)
+    emit({"kind": "done", "step": len(archs)})
+    return [r["score"] for r in results]
 
 
 def derive(
@@ -154,8 +111,7 @@ def derive(
         raise EnasError(f"--top {top}: must be at least 1")
     state = _load_state(run)
     strategy = build_strategy(config, torch.device("cpu"))
-    if config.strategy == "enas":
-        strategy.load_state_dict({"controller": state["strategy"]["controller"]})
+    strategy.load_state_dict(state["strategy"])
     candidates = _distinct(strategy.propose(samples, config.seed if seed is None else seed))
     scores = _score(run, state, candidates, batches, device, callback)
     ranked = sorted(zip(candidates, scores), key=lambda pair: -pair[1])

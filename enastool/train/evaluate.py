@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..encoding.spaces import space_class
+from ..encoding.spaces import IMAGES, data_kind, space_class
 from ..errors import EnasError
 from ..nn.final import build_final_network
 from ..runs import BEST_CHECKPOINT, CHECKPOINT_CHOICES, EVAL_SPLITS, LAST_CHECKPOINT, RunDir
@@ -179,7 +179,18 @@ def load_final_run(run_dir, map_location="cpu", checkpoint: str | None = None):
     return model.to(map_location), arch, run.config
 
 
-def evaluate_final_run(
+def evaluate_final_run(run: RunDir, **options) -> dict:
+    """The test figures of a final run's network: the evaluator of its space's data kind
+    (``FINAL_EVALUATORS``) with ``options`` (see ``evaluate_image_run`` for images)."""
+    kind = data_kind(run.config.space)
+    try:
+        evaluate = FINAL_EVALUATORS[kind]
+    except KeyError:
+        raise EnasError(f"evaluate: no evaluation for {kind} (space {run.config.space}) yet") from None
+    return evaluate(run, **options)
+
+
+def evaluate_image_run(
     run: RunDir,
     *,
     dataset: str | None = None,
@@ -239,3 +250,7 @@ def evaluate_final_run(
         "tta": tta,
         "arch": f"{arch.space} {arch.format()}",
     }
+
+
+# The evaluation of a final run, per data kind (``enastool.encoding.spaces.DATA_KINDS``).
+FINAL_EVALUATORS: dict[str, Callable[..., dict]] = {IMAGES: evaluate_image_run}

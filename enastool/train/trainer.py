@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Augment, DeviceLoader, load_dataset
+from ..encoding.spaces import IMAGES, data_kind
 from ..errors import EnasError
 from ..runs import BEST_CHECKPOINT as BEST
 from ..runs import LAST_CHECKPOINT as LAST
@@ -101,11 +102,13 @@ def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def sgd_optimizer(model: torch.nn.Module, config) -> torch.optim.SGD:
+def sgd_optimizer(model: torch.nn.Module | list[dict], config) -> torch.optim.SGD:
     """SGD with the config's momentum, Nesterov and L2 (kernels only: ``parameter_groups``),
-    starting at ``lr_max`` (the schedule sets the rate before every step)."""
+    starting at ``lr_max`` (the schedule sets the rate before every step). ``model`` may be
+    a list of parameter groups with their own weight decay instead."""
+    groups = parameter_groups(model, config.l2) if isinstance(model, torch.nn.Module) else model
     return torch.optim.SGD(
-        parameter_groups(model, config.l2),
+        groups,
         lr=config.lr_max,
         momentum=config.momentum,
         nesterov=config.nesterov and config.momentum > 0,  # torch refuses Nesterov without momentum
@@ -412,6 +415,22 @@ class FinalTrainer:
         }
 
 
+# The final trainer of each data kind (``enastool.encoding.spaces.DATA_KINDS``); each has the
+# constructor signature and ``train(resume)`` of FinalTrainer.
+FINAL_TRAINERS: dict[str, type] = {IMAGES: FinalTrainer}
+
+
+def build_final_trainer(arch, config, run, *, callback: Callback | None = None, interrupt=None):
+    """The final trainer of ``config.space``'s data kind, built (data, network) and ready to
+    ``train(resume)``; ``run`` may be set afterwards (see FinalTrainer)."""
+    kind = data_kind(config.space)
+    try:
+        cls = FINAL_TRAINERS[kind]
+    except KeyError:
+        raise EnasError(f"train-final: no final trainer for {kind} (space {config.space}) yet") from None
+    return cls(arch, config, run, callback=callback, interrupt=interrupt)
+
+
 def train_final(arch, config, run, *, resume: bool = False, callback: Callback | None = None,
                 interrupt=None) -> dict:
     """Train ``arch`` from scratch with ``config``; returns the final metrics.
@@ -423,5 +442,5 @@ def train_final(arch, config, run, *, resume: bool = False, callback: Callback |
     last.pt is written and the result carries ``"interrupted": True``. ``resume=True`` continues
     from last.pt exactly: same next batch, same learning rate, same random state.
     """
-    trainer = FinalTrainer(arch, config, run, callback=callback, interrupt=interrupt)
+    trainer = build_final_trainer(arch, config, run, callback=callback, interrupt=interrupt)
     return trainer.train(resume)
