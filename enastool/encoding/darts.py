@@ -7,7 +7,12 @@ from it: nothing is ever evaluated.
 
 Concat lists: ENAS concatenates exactly the loose ends, so a genotype whose concat list names
 other nodes (DARTS's usual ``range(2, 6)``) describes a network ENAS cannot build and is refused.
-A concat list may be omitted; it then defaults to the loose ends.
+A concat list may be omitted; it then defaults to the loose ends. A ``range`` is judged by its
+bounds, and a list by its length, against the cell's nodes before any of it is built.
+
+Strict reading: a field given twice (by keyword or by position and keyword) and a boolean
+where an integer belongs (``True`` is 1 to Python) are refused; a cell longer than
+``MAX_BLOCKS`` blocks is refused before its pairs are read.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import ast
 import re
 
 from ..errors import EncodingError
-from .micro import NUM_INPUTS, Block, Cell, MicroArch
+from .micro import MAX_BLOCKS, NUM_INPUTS, Block, Cell, MicroArch
 from .ops import MicroOp
 
 GENOTYPE = "Genotype"
@@ -51,7 +56,7 @@ def from_darts(text: str) -> MicroArch:
         cell = _cell(fields[name], name)
         concat_name = f"{name}_concat"
         if concat_name in fields:
-            _check_concat(_concat(fields[concat_name], concat_name), cell, concat_name)
+            _check_concat(fields[concat_name], cell, concat_name)
         cells.append(cell)
     return MicroArch(*cells)
 
@@ -76,6 +81,8 @@ def _genotype_fields(text: str) -> dict[str, ast.expr]:
             raise EncodingError(
                 f"DARTS genotype: unknown field {keyword.arg!r}, expected {', '.join(FIELDS)}"
             )
+        if keyword.arg in fields:  # Python's parser lets a repeated keyword through
+            raise EncodingError(f"DARTS genotype: field {keyword.arg!r} given twice, expected it once")
         fields[keyword.arg] = keyword.value
     return fields
 
@@ -96,6 +103,11 @@ _EXPECTED = {
 
 
 def _cell(node: ast.expr, name: str) -> Cell:
+    if isinstance(node, (ast.List, ast.Tuple)) and len(node.elts) > PAIRS_PER_NODE * MAX_BLOCKS:
+        raise EncodingError(
+            f"DARTS {name}: found {len(node.elts)} pairs, expected at most {PAIRS_PER_NODE * MAX_BLOCKS} "
+            f"({MAX_BLOCKS} nodes, enastool's limit)"
+        )
     pairs = _literal(node, name)
     if not isinstance(pairs, (list, tuple)) or not pairs:
         raise EncodingError(f"DARTS {name}: expected a non-empty list of (op_name, input) pairs")
@@ -132,25 +144,35 @@ def _op(name: str, where: str) -> MicroOp:
         raise EncodingError(f"{where}: op {name!r} has no ENAS equivalent, expected one of {known}") from None
 
 
-def _concat(node: ast.expr, name: str) -> list[int]:
-    # DARTS's own genotypes write concat lists as range(2, 6).
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
-        bounds = [_literal(arg, name) for arg in node.args]
-        if node.keywords or not 1 <= len(bounds) <= 2 or not all(isinstance(b, int) for b in bounds):
-            raise EncodingError(f"DARTS {name}: expected range(start, stop) with integers")
-        return list(range(*bounds))
-    values = _literal(node, name)
-    if not isinstance(values, (list, tuple)) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in values
-    ):
-        raise EncodingError(f"DARTS {name}: expected a list of node numbers")
-    return list(values)
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_concat(concat: list[int], cell: Cell, name: str) -> None:
+def _check_concat(node: ast.expr, cell: Cell, name: str) -> None:
+    """The concat list ``node`` must name exactly the cell's loose ends (in any order)."""
     loose = list(cell.loose_ends)
-    if sorted(concat) != loose:
-        raise EncodingError(
-            f"DARTS {name}: found {concat}, expected the loose ends {loose} "
+
+    def mismatch(found: str) -> EncodingError:
+        return EncodingError(
+            f"DARTS {name}: found {found}, expected the loose ends {loose} "
             "(ENAS concatenates exactly the nodes no block uses)"
         )
+
+    # DARTS's own genotypes write concat lists as range(2, 6): read by its bounds only.
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
+        bounds = [_literal(arg, name) for arg in node.args]
+        if node.keywords or not 1 <= len(bounds) <= 2 or not all(map(_is_integer, bounds)):
+            raise EncodingError(f"DARTS {name}: expected range(start, stop) with integers")
+        start, stop = (0, bounds[0]) if len(bounds) == 1 else bounds
+        if stop - start > cell.num_nodes:  # more nodes than the cell has: never the loose ends
+            raise mismatch(f"range({start}, {stop})")
+        concat = list(range(start, stop))
+    else:
+        if isinstance(node, (ast.List, ast.Tuple)) and len(node.elts) > cell.num_nodes:
+            raise mismatch(f"a list of {len(node.elts)} nodes")
+        values = _literal(node, name)
+        if not isinstance(values, (list, tuple)) or not all(map(_is_integer, values)):
+            raise EncodingError(f"DARTS {name}: expected a list of node numbers")
+        concat = list(values)
+    if sorted(concat) != loose:
+        raise mismatch(str(concat))
