@@ -69,9 +69,10 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> None:
     write_atomic(Path(path), lambda handle: handle.write(data))
 
 
-def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+def write_atomic(path: Path, write: Callable[[IO[bytes]], Any], kept: str | None = None) -> None:
     """``write(handle)`` into a temporary file beside ``path``, then renamed over it (see the
-    module doc). OSError -> EnasError (see :func:`write_error`); anything else is re-raised."""
+    module doc). OSError -> EnasError (see :func:`write_error`, which ``kept`` is passed to);
+    anything else is re-raised."""
     path = Path(path)
     if path.is_symlink():
         path = Path(os.path.realpath(path))  # as open() would: replace the file it points to
@@ -79,7 +80,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     try:
         handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
     except OSError as e:
-        raise write_error(path, e, existed) from None
+        raise write_error(path, e, existed, kept) from None
     try:
         with handle:
             _give_open_mode(handle, path)
@@ -90,7 +91,7 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
     except BaseException as e:
         Path(handle.name).unlink(missing_ok=True)
         if isinstance(e, OSError):
-            raise write_error(path, e, existed) from None
+            raise write_error(path, e, existed, kept) from None
         raise
     _fsync_directory(path.parent)
 

@@ -1,7 +1,9 @@
 """Derive: propose architectures from a search run and rank them with its shared weights.
 
 Both functions read the run's last.pt, which the search writes atomically, so they work on a
-run that is still going (they see its latest checkpoint) or was interrupted.
+run that is still going (they see its latest checkpoint) or was interrupted. It is checked
+against the supernet and strategy built from the run's config before use
+(``enastool.checkpoints``).
 
 Scoring (reference sec. 1, "derive"): the accuracy of each architecture on validation
 minibatches with the shared weights, in eval mode, without grad. The minibatches are the
@@ -23,14 +25,15 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..checkpoints import check_checkpoint
 from ..data import DeviceLoader
 from ..encoding.macro import MacroArch
 from ..errors import EnasError
 from ..runs import LAST_CHECKPOINT as LAST
 from ..runs import RunDir
 from ..train.device import autocast, autocast_dtype, resolve_device
-from .loop import RUN_KIND, build_supernet, search_data
-from .strategies import build_strategy
+from .loop import CHECKPOINT_VERSION, RUN_KIND, build_supernet, run_expectations, search_data
+from .strategies import Strategy, build_strategy
 
 Callback = Callable[[dict], None]
 
@@ -44,13 +47,31 @@ def open_search_run(run: RunDir | str | Path) -> RunDir:
     return RunDir.open(run, kind=RUN_KIND)
 
 
-def _load_state(run: RunDir) -> dict:
+def _load_state(run: RunDir, supernet: torch.nn.Module, network: dict, strategy: Strategy | None = None) -> dict:
+    """last.pt, checked against the supernet (and strategy) built from the run's config."""
     if not run.has_checkpoint(LAST):
         raise EnasError(
             f"{run.path}: no {LAST} yet; a search writes it at the end of its first epoch "
             "(or when interrupted): wait for it, or resume the run"
         )
-    return run.load_checkpoint(LAST)
+    state = run.load_checkpoint(LAST)
+    template = {"supernet": supernet.state_dict()}
+    if strategy is not None and run.config.strategy == "enas":  # derive reads only its controller
+        template["strategy"] = {"controller": strategy.state_dict()["controller"]}
+    check_checkpoint(state, run.checkpoint_path(LAST), kind=RUN_KIND, version=CHECKPOINT_VERSION,
+                     expected=run_expectations(run.config, network), template=template)
+    return state
+
+
+def _shared_weights(run: RunDir, strategy: Strategy | None = None):
+    """(supernet with the run's shared weights, validation split, data info, checkpoint)."""
+    config = run.config
+    _, valid, info = search_data(config)
+    supernet = build_supernet(config, info.channels, info.num_classes)
+    network = {"in_channels": info.channels, "num_classes": info.num_classes}
+    state = _load_state(run, supernet, network, strategy)
+    supernet.load_state_dict(state["supernet"])
+    return supernet, valid, info, state
 
 
 def check_archs(run: RunDir, archs: Sequence) -> None:
@@ -89,19 +110,21 @@ def score_architectures(
     """
     run = open_search_run(run)
     check_archs(run, archs)
-    return _score(run, _load_state(run), list(archs), batches, device, callback)
+    _check_batches(batches)
+    supernet, valid, info, _ = _shared_weights(run)
+    return _score(run, supernet, valid, info, list(archs), batches, device, callback)
 
 
-def _score(run: RunDir, state: dict, archs: list, batches: int | None, device_name: str,
-           callback: Callback | None) -> list[float]:
+def _check_batches(batches: int | None) -> None:
     if batches is not None and batches < 1:
         raise EnasError(f"--batches {batches}: must be at least 1 (leave it out for the whole split)")
+
+
+def _score(run: RunDir, supernet: torch.nn.Module, valid, info, archs: list, batches: int | None,
+           device_name: str, callback: Callback | None) -> list[float]:
     config = run.config
     device = resolve_device(device_name)
-    dtype = autocast_dtype(config, device)
-    _, valid, info = search_data(config)
-    supernet = build_supernet(config, info.channels, info.num_classes)
-    supernet.load_state_dict(state["supernet"])
+    dtype = autocast_dtype(config, device, training=False)
     supernet.to(device).eval()
     loader = DeviceLoader(*valid, batch_size=config.batch_size, device=device, mean=info.mean,
                           std=info.std, train=False, drop_last=False)
@@ -152,12 +175,13 @@ def derive(
         raise EnasError(f"--samples {samples}: must be at least 1")
     if top is not None and top < 1:
         raise EnasError(f"--top {top}: must be at least 1")
-    state = _load_state(run)
+    _check_batches(batches)
     strategy = build_strategy(config, torch.device("cpu"))
+    supernet, valid, info, state = _shared_weights(run, strategy)
     if config.strategy == "enas":
         strategy.load_state_dict({"controller": state["strategy"]["controller"]})
     candidates = _distinct(strategy.propose(samples, config.seed if seed is None else seed))
-    scores = _score(run, state, candidates, batches, device, callback)
+    scores = _score(run, supernet, valid, info, candidates, batches, device, callback)
     ranked = sorted(zip(candidates, scores), key=lambda pair: -pair[1])
     return ranked if top is None else ranked[:top]
 

@@ -29,9 +29,12 @@ test split is never read. Choices where the reference is silent or wrong:
 
 Resume is exact: the checkpoint holds the supernet, the strategy (controller, its optimiser,
 baseline, generators), both optimisers' states, both loaders' positions and generators, the
-global RNG states, the running sums of the current log interval and epoch, and the counters.
-A run interrupted at any step (shared or controller) and resumed ends with the same weights,
-bit for bit on the CPU, as one that never stopped.
+global RNG states (all seeded from the run seed, Python's and NumPy's included), the running
+sums of the current log interval and epoch, and the counters. A run interrupted at any step
+(shared or controller) and resumed ends with the same weights, bit for bit on the CPU, as one
+that never stopped, and writes the same checkpoint bytes. Before anything is restored the
+checkpoint is checked against the run (``enastool.checkpoints``): kind, format, space,
+strategy, data shape, and that every tensor fits what the config builds.
 """
 
 from __future__ import annotations
@@ -45,13 +48,14 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints import check_checkpoint
 from ..data import Augment, DatasetInfo, DeviceLoader, Split, channel_stats, endless, load_dataset
 from ..encoding.macro import MacroArch
 from ..encoding.textio import format_record
 from ..errors import EnasError
 from ..nn.supernet import MacroSupernet, MicroSupernet
 from ..runs import LAST_CHECKPOINT as LAST
-from ..runs import capture_rng_state, restore_rng_state, write_text_atomic
+from ..runs import capture_rng_state, restore_rng_state, seed_generators, write_text_atomic
 from ..train import distributed
 from ..train.device import autocast, autocast_dtype, needs_grad_scaler, resolve_device, use_channels_last
 from ..train.schedule import CosineWarmRestarts, set_lr
@@ -67,6 +71,7 @@ PROBE_SEED_STRIDE = 1_000_003  # keeps (seed, epoch) probe seeds apart
 MEAN_FIGURES = ("reward", "valid_acc", "entropy", "controller_loss", "skip_rate", "skip_penalty")
 # The latest of these (controller update or epoch-end probe) ride along in every step record.
 LATEST_FIGURES = ("reward", "valid_acc", "baseline", "entropy", "controller_loss")
+RESUME_FIX = f"it is not this run's checkpoint, or it is damaged; put the run's own {LAST} back, or delete it to restart the run"
 
 Callback = Callable[[dict], None]
 
@@ -81,6 +86,10 @@ class Progress:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Progress":
+        return cls(**{name: data[name] for name in cls().to_dict()})
 
 
 # ------------------------------------------------------------------------------ shared helpers
@@ -132,16 +141,14 @@ def build_supernet(config, in_channels: int, num_classes: int) -> torch.nn.Modul
     )
 
 
-def meter_state(meter: RunningMeter) -> dict:
-    """The sums of a RunningMeter (its clock restarts on resume)."""
-    return {"loss_sum": meter.loss_sum, "correct": meter.correct, "images": meter.images}
-
-
-def load_meter_state(meter: RunningMeter, state: dict) -> None:
-    meter.reset()
-    meter.loss_sum = state["loss_sum"].to(meter.device)
-    meter.correct = state["correct"].to(meter.device)
-    meter.images = int(state["images"])
+def run_expectations(config, network: dict) -> dict:
+    """What a search checkpoint must say about its run (for ``check_checkpoint``)."""
+    other_run = f"it was written by another search; put this run's own {LAST} back"
+    return {
+        "space": (config.space, other_run),
+        "strategy_name": (config.strategy, other_run),
+        "network": (network, "it was trained on another data set; use the run's own"),
+    }
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -167,7 +174,7 @@ class SearchLoop:
     def _build(self) -> None:
         config = self.config
         train, valid, self.info = search_data(config)
-        torch.manual_seed(config.seed)
+        seed_generators(config.seed)
         supernet = build_supernet(config, self.info.channels, self.info.num_classes)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.supernet = supernet.to(self.device, memory_format=memory_format)
@@ -232,12 +239,15 @@ class SearchLoop:
             "progress": self.progress.to_dict(),
             "epoch": self.progress.epoch,
             "step": self.progress.step,
-            "meters": {"interval": meter_state(self.interval), "epoch": meter_state(self.epoch_meter)},
+            "meters": {"interval": self.interval.state_dict(), "epoch": self.epoch_meter.state_dict()},
             "figure_sums": dict(self.figure_sums),
             "last_arch": self.last_arch,
             "latest": dict(self.latest),
-            "network": {"in_channels": self.info.channels, "num_classes": self.info.num_classes},
+            "network": self._network(),
         }
+
+    def _network(self) -> dict:
+        return {"in_channels": self.info.channels, "num_classes": self.info.num_classes}
 
     def _position(self) -> tuple[int, int, int]:
         return (self.progress.epoch, self.progress.step, self.progress.controller_step)
@@ -257,14 +267,13 @@ class SearchLoop:
             self._forget_records_after(self.progress)
             return
         state = self.run.load_checkpoint(LAST)
-        path = self.run.checkpoint_path(LAST)
-        if state.get("kind") != RUN_KIND or state.get("version") != CHECKPOINT_VERSION:
-            raise EnasError(f"{path}: not a search checkpoint of this enastool version")
-        if (state["space"], state["strategy_name"]) != (self.config.space, self.config.strategy):
-            raise EnasError(
-                f"{path}: written by a {state['space']} {state['strategy_name']} search, but the "
-                f"run's config says {self.config.space} {self.config.strategy}; restore its config.json"
-            )
+        check_checkpoint(
+            state, self.run.checkpoint_path(LAST), kind=RUN_KIND, version=CHECKPOINT_VERSION,
+            expected=run_expectations(self.config, self._network()),
+            # What this loop writes is what it needs back; the live optimizer checks its moments.
+            template={**self._checkpoint_state(), "optimizer": self.optimizer},
+            fix=RESUME_FIX,
+        )
         self.supernet.load_state_dict(state["supernet"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
@@ -272,9 +281,9 @@ class SearchLoop:
         self.train_loader.load_state_dict(state["train_loader"])
         self.valid_loader.load_state_dict(state["valid_loader"])
         restore_rng_state(state["rng"])
-        self.progress = Progress(**state["progress"])
-        load_meter_state(self.interval, state["meters"]["interval"])
-        load_meter_state(self.epoch_meter, state["meters"]["epoch"])
+        self.progress = Progress.from_dict(state["progress"])
+        self.interval.load_state_dict(state["meters"]["interval"])
+        self.epoch_meter.load_state_dict(state["meters"]["epoch"])
         self.figure_sums = dict(state["figure_sums"])
         self.last_arch = state["last_arch"]
         self.latest = dict(state["latest"])
