@@ -194,7 +194,7 @@ class SearchConfig(_Config):
     )
     seed: int = setting(0, "seed of every random number generator")
     device: str = setting("auto", "auto (cuda when available), cpu, cuda or cuda:N")
-    dtype: str = setting("auto", "compute dtype: auto (bfloat16 on cuda), float32, bfloat16")
+    dtype: str = setting("auto", "compute dtype: auto (bfloat16 on cuda), float32, bfloat16, float16 (cuda only)")
     channels_last: bool | str = setting("auto", "channels-last memory format: auto, true, false")
 
     # shared weights (the child networks)
@@ -260,7 +260,7 @@ class FinalConfig(_Config):
     data_dir: str | None = setting(None, "folder holding the data set; not set = default place")
     seed: int = setting(0, "seed of every random number generator")
     device: str = setting("auto", "auto (cuda when available), cpu, cuda or cuda:N")
-    dtype: str = setting("auto", "compute dtype: auto (bfloat16 on cuda), float32, bfloat16")
+    dtype: str = setting("auto", "compute dtype: auto (bfloat16 on cuda), float32, bfloat16, float16 (cuda only)")
     channels_last: bool | str = setting("auto", "channels-last memory format: auto, true, false")
     compile: bool | str = setting("auto", "torch.compile the network: auto (on cuda), true, false")
 
