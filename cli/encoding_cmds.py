@@ -18,9 +18,9 @@ import click
 
 from enastool.config import DATASETS, MAX_CHANNELS, MAX_COUNT, MAX_SEED
 from enastool.encoding import SPACES, MacroArch, MicroArch
+from enastool.encoding.darts import to_darts
 from enastool.encoding.macro import MAX_LAYERS
 from enastool.encoding.micro import MAX_BLOCKS
-from enastool.encoding.darts import to_darts
 from enastool.encoding.nao import format_nao
 from enastool.encoding.render import format_for, to_dot
 from enastool.encoding.render import render as render_file

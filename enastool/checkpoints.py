@@ -45,6 +45,11 @@ LISTED = 3  # names listed in a message before "and N more"
 DEFAULT_FIX = "it is not this run's checkpoint, or it is damaged; put the run's own checkpoint back"
 
 
+def resume_fix(name: str) -> str:
+    """The fix a resume offers for its checkpoint ``name`` (it may start over without it)."""
+    return f"it is not this run's checkpoint, or it is damaged; put the run's own {name} back, or delete it to restart the run"
+
+
 def check_checkpoint(
     state: Mapping[str, Any],
     path,

@@ -42,11 +42,10 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from . import __version__
-from .atomic import write_atomic, write_error, write_text_atomic
+from .atomic import write_atomic, write_error
+from .atomic import write_text_atomic as write_text_atomic  # the loops import it from here
 from .config import CONFIG_CLASSES
 from .errors import EnasError
-
-__all__ = ["RunDir", "write_text_atomic"]  # write_text_atomic: re-exported for the loops
 
 RUN_FILE = "run.json"
 CONFIG_TOML = "config.toml"

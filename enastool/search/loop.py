@@ -48,7 +48,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..checkpoints import check_checkpoint
+from ..checkpoints import check_checkpoint, resume_fix
 from ..data import Augment, DatasetInfo, DeviceLoader, Split, channel_stats, endless, load_dataset
 from ..encoding.macro import MacroArch
 from ..encoding.textio import format_record
@@ -71,7 +71,6 @@ PROBE_SEED_STRIDE = 1_000_003  # keeps (seed, epoch) probe seeds apart
 MEAN_FIGURES = ("reward", "valid_acc", "entropy", "controller_loss", "skip_rate", "skip_penalty")
 # The latest of these (controller update or epoch-end probe) ride along in every step record.
 LATEST_FIGURES = ("reward", "valid_acc", "baseline", "entropy", "controller_loss")
-RESUME_FIX = f"it is not this run's checkpoint, or it is damaged; put the run's own {LAST} back, or delete it to restart the run"
 
 Callback = Callable[[dict], None]
 
@@ -272,7 +271,7 @@ class SearchLoop:
             expected=run_expectations(self.config, self._network()),
             # What this loop writes is what it needs back; the live optimizer checks its moments.
             template={**self._checkpoint_state(), "optimizer": self.optimizer},
-            fix=RESUME_FIX,
+            fix=resume_fix(LAST),
         )
         self.supernet.load_state_dict(state["supernet"])
         self.optimizer.load_state_dict(state["optimizer"])

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoints import check_checkpoint
+from ..config import FinalConfig
 from ..encoding.spaces import space_class
 from ..errors import EnasError
 from ..nn.final import build_final_network
@@ -18,7 +19,7 @@ from .distributed import DistInfo, all_reduce_sum, shard_slice
 CHECKPOINT_NAMES = (LAST_CHECKPOINT, BEST_CHECKPOINT)  # without a choice, the first that exists
 EVAL_BATCH_MULTIPLIER = 2  # no activations kept for backward at test time: bigger batches fit
 ARCH_FILE = "arch.txt"
-RUN_KIND = "final"
+RUN_KIND = FinalConfig.kind
 # Format of final-training checkpoints, written by the trainer and read here (2: run kind and
 # the log-interval sums added).
 CHECKPOINT_VERSION = 2

@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from ..checkpoints import check_checkpoint
+from ..checkpoints import check_checkpoint, resume_fix
 from ..data import Augment, DeviceLoader, load_dataset
 from ..errors import EnasError
 from ..runs import BEST_CHECKPOINT as BEST
@@ -50,7 +50,6 @@ from .evaluate import (
 from .schedule import CosineWarmRestarts, set_lr
 
 RANK_SEED_STRIDE = 1_000_003  # keeps (rank, step) reseeds of different ranks apart
-RESUME_FIX = f"it is not this run's checkpoint, or it is damaged; put the run's own {LAST} back, or delete it to restart the run"
 
 Callback = Callable[[dict], None]
 
@@ -279,7 +278,7 @@ class FinalTrainer:
             },
             # What this trainer writes is what it needs back; the live optimizer checks its moments.
             template={**self._checkpoint_state(), "optimizer": self.optimizer},
-            fix=RESUME_FIX,
+            fix=resume_fix(LAST),
         )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
