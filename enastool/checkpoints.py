@@ -65,7 +65,7 @@ def check_checkpoint(
     whose structure fits ``template`` (see the module doc)."""
     found_kind = state.get("kind")
     if found_kind != kind:
-        what = (f"a {found_kind} checkpoint" if isinstance(found_kind, str) and len(found_kind) < 20
+        what = (f"a {_short(found_kind).strip(chr(39))} checkpoint" if isinstance(found_kind, str)
                 else "not an enastool checkpoint (no run kind in it)")
         raise EnasError(f"{path}: {what}, but this is a {kind} run; {fix}")
     found_version = state.get("version")
