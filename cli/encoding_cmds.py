@@ -17,9 +17,12 @@ from pathlib import Path
 
 import click
 
-from enastool.config import DATASETS
+from enastool.config import DATASETS, MAX_CHANNELS, MAX_COUNT, MAX_SEED
 from enastool.encoding import SPACES, MacroArch, MicroArch, RecurrentArch
 from enastool.encoding.darts import to_darts
+from enastool.encoding.macro import MAX_LAYERS
+from enastool.encoding.micro import MAX_BLOCKS
+from enastool.encoding.recurrent import MAX_NODES
 from enastool.encoding.nao import format_nao
 from enastool.encoding.render import format_for, to_dot
 from enastool.encoding.render import render as render_file
@@ -270,7 +273,7 @@ def _print_table(rows: list[dict]) -> None:
 )
 @click.option(
     "--layers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_LAYERS),
     default=None,
     metavar="L",
     help="Micro: normal cells of the final network (default: the authors' final setting). "
@@ -278,7 +281,7 @@ def _print_table(rows: list[dict]) -> None:
 )
 @click.option(
     "--channels",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_CHANNELS),
     default=None,
     metavar="C",
     help="Channels of the final network (default: the authors' final setting per space).",
@@ -309,10 +312,19 @@ def info(
     records = load_input(source, space, from_format)
     rows = [{"record": r.index, **r.arch.summary()} for r in records]
     if counts or layers is not None or channels is not None or dataset is not None:
+        import torch
+
         from enastool.nn.counting import network_counts
 
         shape = _count_setup(dataset or DEFAULT_COUNT_DATASET)
-        measured = _convert_each(records, lambda arch: network_counts(arch, layers, channels, shape))
+
+        def measure(arch):
+            # On the meta device: shapes without storage, so the counts are exact, nothing is
+            # allocated and no kernel runs (seconds even for the largest architecture).
+            with torch.device("meta"):
+                return network_counts(arch, layers, channels, shape)
+
+        measured = _convert_each(records, measure)
         for row, numbers in zip(rows, measured):
             row.update(numbers)
     if fmt == "json":
@@ -338,28 +350,29 @@ def _sample_default(cls) -> int:
 @click.command()
 @click.option("--space", type=click.Choice(sorted(SPACES)), required=True, help="Search space.")
 @click.option(
-    "-n", "count", type=click.IntRange(min=1), default=1, show_default=True, metavar="N", help="How many."
+    "-n", "count", type=click.IntRange(1, MAX_COUNT), default=1, show_default=True, metavar="N", help="How many."
 )
 @click.option(
-    "--seed", type=int, default=None, metavar="K", help="Random seed (same seed, same architectures)."
+    "--seed", type=click.IntRange(0, MAX_SEED), default=None, metavar="K",
+    help="Random seed (same seed, same architectures).",
 )
 @click.option(
     "--layers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_LAYERS),
     default=None,
     metavar="N",
     help=f"Macro: layers per architecture (default {_sample_default(MacroArch)}).",
 )
 @click.option(
     "--blocks",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_BLOCKS),
     default=None,
     metavar="B",
     help=f"Micro: blocks per cell (default {_sample_default(MicroArch)}).",
 )
 @click.option(
     "--nodes",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_NODES),
     default=None,
     metavar="N",
     help=f"Rnn: nodes after node 0 (default {_sample_default(RecurrentArch)}).",

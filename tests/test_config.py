@@ -68,9 +68,9 @@ def test_dataset_is_cifar10_with_a_data_dir_else_digits():
     assert resolve_search_config("paper", "macro").dataset == "digits"
     assert resolve_search_config("paper", "macro", overrides={"data_dir": "d"}).dataset == "cifar10"
     assert resolve_final_config("smoke", "micro", overrides={"data_dir": "d"}).dataset == "cifar10"
-    assert resolve_search_config(
-        "paper", "micro", overrides={"data_dir": "d", "dataset": "digits"}
-    ).dataset == "digits"
+    # digits needs no files: a data directory with it is a contradiction, not silently ignored
+    with pytest.raises(EnasError, match=r"command line: data_dir = 'd' does not apply to the digits data set"):
+        resolve_search_config("paper", "micro", overrides={"data_dir": "d", "dataset": "digits"})
 
 
 def test_paper_macro_has_no_drop_path_and_micro_no_skip_penalty():
@@ -270,3 +270,70 @@ def test_config_module_does_not_import_torch():
     code = "import sys, enastool.config; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------ ranges
+def numeric_fields(cls) -> list[tuple[str, tuple[type, ...]]]:
+    """(name, number types) of every int or float setting of ``cls`` (bools are switches)."""
+    from dataclasses import fields
+
+    from enastool.config import _allowed_types
+
+    found = []
+    for f in fields(cls):
+        kinds = tuple(t for t in _allowed_types(cls, f.name) if t in (int, float))
+        if kinds and bool not in _allowed_types(cls, f.name):
+            found.append((f.name, kinds))
+    return found
+
+
+@pytest.mark.parametrize("cls", [SearchConfig, FinalConfig])
+def test_every_numeric_setting_has_a_rule_with_an_upper_bound(cls):
+    # A setting added later without a rule fails here, so none can skip the range check.
+    from enastool.config import RULES
+
+    names = [name for name, _ in numeric_fields(cls)]
+    assert "epochs" in names and "seed" in names and "lr_max" in names
+    for name, kinds in numeric_fields(cls):
+        assert name in RULES, f"{cls.kind} setting {name!r} has no rule in RULES"
+        rule = RULES[name]
+        default = getattr(cls(), name)
+        assert rule(default if default is not None else 1) is None, name
+        for absurd in (10**30, 2**63 - 1, -1, -(10**30)):  # no setting here may be negative
+            assert rule(absurd) is not None, (name, absurd)
+        if float in kinds:
+            for absurd in (float("nan"), float("inf"), float("-inf"), 1e300):
+                assert rule(absurd) is not None, (name, absurd)
+
+
+def test_absurd_values_from_toml_and_options_are_one_line_naming_the_setting(tmp_path):
+    config_file = tmp_path / "big.toml"
+    config_file.write_text("epochs = 9223372036854775807\n")
+    with pytest.raises(EnasError, match=r"big.toml: epochs = 9223372036854775807 must be in \[1, 100,000\]"):
+        resolve_search_config("paper", "macro", config_file)
+    config_file.write_text("[final]\nbatch_size = 1000000000\n")
+    with pytest.raises(EnasError, match=r"big.toml: batch_size = 1000000000 must be in \[1, 65,536\]"):
+        resolve_final_config("paper", "micro", config_file)
+    with pytest.raises(EnasError, match=r"command line: seed = 99999999999999999999999 must be in \[0, 4,294,967,295\]"):
+        resolve_search_config("paper", "macro", overrides={"seed": 99999999999999999999999})
+    with pytest.raises(EnasError, match=r"command line: lr_max = nan must be in \(0, 10.0\]"):
+        resolve_final_config("paper", "macro", overrides={"lr_max": float("nan")})
+    with pytest.raises(EnasError, match=r"command line: layers = 65 must be in \[1, 64\]"):
+        resolve_search_config("paper", "macro", overrides={"layers": 65})
+
+
+def test_a_run_config_json_must_be_complete(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("{}")
+    assert SearchConfig.read_json(path) == SearchConfig()  # a partial file fills in defaults
+    with pytest.raises(EnasError, match=r"config.json: missing space, strategy, dataset, data_dir and \d+ more; "
+                                        r"a run's config.json holds every search setting"):
+        SearchConfig.read_json(path, complete=True)
+
+
+def test_the_config_knows_which_data_sets_read_files():
+    from enastool.config import DATASET_READS_FILES, DATASETS
+    from enastool.data.datasets import DATASETS as SOURCES
+
+    assert set(DATASET_READS_FILES) == set(DATASETS) == set(SOURCES)
+    assert all(DATASET_READS_FILES[name] == SOURCES[name].needs_files for name in DATASETS)

@@ -74,6 +74,15 @@ def test_resolve_device_and_bad_settings():
             dev.resolve_device("cuda")
 
 
+def test_float16_is_for_cuda_training_and_scores_in_float32_elsewhere():
+    half = types.SimpleNamespace(dtype="float16")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert dev.autocast_dtype(half, cuda) is torch.float16
+    with pytest.raises(EnasError, match=r"--dtype float16 needs a CUDA device: on cpu float16 is emulated"):
+        dev.autocast_dtype(half, cpu)
+    assert dev.autocast_dtype(half, cpu, training=False) is None  # derive, evaluate: float32
+
+
 def test_weight_decay_spares_batchnorm_and_biases():
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
     decay, exempt = parameter_groups(model, 2e-4)
@@ -198,6 +207,33 @@ def test_interrupted_and_resumed_run_ends_bitwise_equal(tmp_path, where, after_s
         return [(m["kind"], m["step"]) for m in r.read_metrics() if m["kind"] in ("step", "epoch")]
 
     assert logged(run) == logged(whole_run)
+    # Every generator is seeded from the run seed (Python's and NumPy's too): the same bytes.
+    assert (run.path / "last.pt").read_bytes() == (whole_run.path / "last.pt").read_bytes()
+
+
+class StopAt:
+    """Stands in for GracefulInterrupt: an interrupt at the ``at``-th poll (one per step)."""
+
+    def __init__(self, at: int):
+        self.at, self.polls = at, 0
+
+    @property
+    def interrupted(self) -> bool:
+        self.polls += 1
+        return self.polls >= self.at
+
+
+def test_a_log_interval_spanning_an_interruption_reports_the_uninterrupted_loss(tmp_path):
+    config = tiny_config(MICRO, epochs=1, log_every=5)
+    whole_run, _ = train(tmp_path, "whole", MICRO, config)
+    run, first = train(tmp_path, "parts", MICRO, config, interrupt=StopAt(7))
+    assert first["interrupted"] is True and first["step"] == 7  # 2 steps into the second interval
+    train_final(MICRO, config, RunDir.open(run.path), resume=True)
+
+    def losses(r):
+        return [(m["step"], m["loss"], m["acc"]) for m in r.read_metrics() if m["kind"] == "step"]
+
+    assert losses(run) == losses(whole_run) and len(losses(run)) >= 2
 
 
 def test_resume_refuses_another_architecture(tmp_path):

@@ -32,9 +32,12 @@ re-cuts them); the test split is never read. Choices where the reference is sile
 
 Resume is exact: the checkpoint holds the supernet, the strategy (controller, its optimiser,
 baseline, generators), both optimisers' states, the task's state (the loaders' positions and
-generators), the global RNG states, the running sums of the current log interval and epoch, and the counters.
-A run interrupted at any step (shared or controller) and resumed ends with the same weights,
-bit for bit on the CPU, as one that never stopped.
+generators), the global RNG states (all seeded from the run seed, Python's and NumPy's
+included), the running sums of the current log interval and epoch, and the counters. A run
+interrupted at any step (shared or controller) and resumed ends with the same weights, bit for
+bit on the CPU, as one that never stopped, and writes the same checkpoint bytes. Before
+anything is restored the checkpoint is checked against the run (``enastool.checkpoints``):
+kind, format, space, strategy, data shape, and that every tensor fits what the config builds.
 """
 
 from __future__ import annotations
@@ -47,10 +50,11 @@ from typing import Callable
 
 import torch
 
+from ..checkpoints import check_checkpoint, resume_fix
 from ..encoding.textio import format_record
 from ..errors import EnasError
 from ..runs import LAST_CHECKPOINT as LAST
-from ..runs import capture_rng_state, restore_rng_state, write_text_atomic
+from ..runs import capture_rng_state, restore_rng_state, seed_generators, write_text_atomic
 from ..train import distributed
 from ..train.device import autocast, autocast_dtype, needs_grad_scaler, resolve_device, use_channels_last
 from ..train.schedule import CosineWarmRestarts, set_lr
@@ -83,6 +87,10 @@ class Progress:
     def to_dict(self) -> dict:
         return dict(self.__dict__)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> "Progress":
+        return cls(**{name: data[name] for name in cls().to_dict()})
+
 
 # ------------------------------------------------------------------------------ shared helpers
 def check_single_process() -> None:
@@ -96,16 +104,14 @@ def check_single_process() -> None:
         )
 
 
-def meter_state(meter: RunningMeter) -> dict:
-    """The sums of a RunningMeter (its clock restarts on resume)."""
-    return {"loss_sum": meter.loss_sum, "correct": meter.correct, "images": meter.images}
-
-
-def load_meter_state(meter: RunningMeter, state: dict) -> None:
-    meter.reset()
-    meter.loss_sum = state["loss_sum"].to(meter.device)
-    meter.correct = state["correct"].to(meter.device)
-    meter.images = int(state["images"])
+def run_expectations(config, network: dict) -> dict:
+    """What a search checkpoint must say about its run (for ``check_checkpoint``)."""
+    other_run = f"it was written by another search; put this run's own {LAST} back"
+    return {
+        "space": (config.space, other_run),
+        "strategy_name": (config.strategy, other_run),
+        "network": (network, "it was trained on another data set; use the run's own"),
+    }
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -130,6 +136,7 @@ class SearchLoop:
     # ------------------------------------------------------------------ setup
     def _build(self) -> None:
         config = self.config
+        seed_generators(config.seed)
         self.task: SearchTask = build_task(config, self.device, self.dtype, self.channels_last)
         self.supernet = self.task.supernet
         self.strategy: Strategy = build_strategy(config, self.device)
@@ -174,7 +181,7 @@ class SearchLoop:
             "progress": self.progress.to_dict(),
             "epoch": self.progress.epoch,
             "step": self.progress.step,
-            "meters": {"interval": meter_state(self.interval), "epoch": meter_state(self.epoch_meter)},
+            "meters": {"interval": self.interval.state_dict(), "epoch": self.epoch_meter.state_dict()},
             "figure_sums": dict(self.figure_sums),
             "last_arch": self.last_arch,
             "latest": dict(self.latest),
@@ -199,23 +206,22 @@ class SearchLoop:
             self._forget_records_after(self.progress)
             return
         state = self.run.load_checkpoint(LAST)
-        path = self.run.checkpoint_path(LAST)
-        if state.get("kind") != RUN_KIND or state.get("version") != CHECKPOINT_VERSION:
-            raise EnasError(f"{path}: not a search checkpoint of this enastool version")
-        if (state["space"], state["strategy_name"]) != (self.config.space, self.config.strategy):
-            raise EnasError(
-                f"{path}: written by a {state['space']} {state['strategy_name']} search, but the "
-                f"run's config says {self.config.space} {self.config.strategy}; restore its config.json"
-            )
+        check_checkpoint(
+            state, self.run.checkpoint_path(LAST), kind=RUN_KIND, version=CHECKPOINT_VERSION,
+            expected=run_expectations(self.config, self.task.network),
+            # What this loop writes is what it needs back; the live optimizer checks its moments.
+            template={**self._checkpoint_state(), "optimizer": self.optimizer},
+            fix=resume_fix(LAST),
+        )
         self.supernet.load_state_dict(state["supernet"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.strategy.load_state_dict(state["strategy"])
         self.task.load_state_dict(state["task"])
         restore_rng_state(state["rng"])
-        self.progress = Progress(**state["progress"])
-        load_meter_state(self.interval, state["meters"]["interval"])
-        load_meter_state(self.epoch_meter, state["meters"]["epoch"])
+        self.progress = Progress.from_dict(state["progress"])
+        self.interval.load_state_dict(state["meters"]["interval"])
+        self.epoch_meter.load_state_dict(state["meters"]["epoch"])
         self.figure_sums = dict(state["figure_sums"])
         self.last_arch = state["last_arch"]
         self.latest = dict(state["latest"])

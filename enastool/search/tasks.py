@@ -197,7 +197,6 @@ class ImageTask(SearchTask):
         super().__init__(config, device, dtype, channels_last)
         train, valid, self.info = search_data(config)
         self.valid_split = valid
-        torch.manual_seed(config.seed)
         supernet = build_image_supernet(config, self.info.channels, self.info.num_classes)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.supernet = supernet.to(device, memory_format=memory_format)

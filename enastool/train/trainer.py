@@ -17,32 +17,39 @@ silent or wrong:
   rank 0's shard; the test figures cover the whole test set on every rank.
 - A step never waits for the device: loss and correct counts accumulate as device tensors and
   are read (``.item()``) only when a log line is due.
+
+Resume is exact: the checkpoint holds the network, the optimizer, the loader's position and
+generator, every global generator (seeded from the run seed at the start, Python's and NumPy's
+included, so the checkpoints of an interrupted and an uninterrupted run are the same bytes),
+the sums of the log interval in progress, and the counters. Before anything is restored the
+checkpoint is checked against the run (``enastool.checkpoints``): its kind and format, the
+architecture, the data shape, and that every tensor fits the network built from the config.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints import check_checkpoint, resume_fix
 from ..data import Augment, DeviceLoader, load_dataset
 from ..encoding.spaces import IMAGES, data_kind
 from ..errors import EnasError
 from ..runs import BEST_CHECKPOINT as BEST
 from ..runs import LAST_CHECKPOINT as LAST
-from ..runs import capture_rng_state, restore_rng_state, write_text_atomic
+from ..runs import capture_rng_state, restore_rng_state, seed_generators
 from . import distributed
 from .device import autocast, autocast_dtype, needs_grad_scaler, use_channels_last, use_compile
 from .evaluate import (
-    ARCH_FILE, EVAL_BATCH_MULTIPLIER, arch_record, build_network, evaluate_network, network_output,
-    parse_arch_record,
+    ARCH_FILE, CHECKPOINT_VERSION, EVAL_BATCH_MULTIPLIER, RUN_KIND, arch_record, build_network,
+    evaluate_network, network_output, parse_arch_record,
 )
 from .schedule import CosineWarmRestarts, set_lr
-CHECKPOINT_VERSION = 1
+
 RANK_SEED_STRIDE = 1_000_003  # keeps (rank, step) reseeds of different ranks apart
 
 Callback = Callable[[dict], None]
@@ -59,6 +66,10 @@ class Progress:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Progress":
+        return cls(**{name: data[name] for name in cls().to_dict()})
 
 
 class RunningMeter:
@@ -78,6 +89,16 @@ class RunningMeter:
         self.loss_sum += loss.double() * images
         self.correct += correct
         self.images += images
+
+    def state_dict(self) -> dict:
+        """The sums, for a checkpoint (the clock restarts on resume)."""
+        return {"loss_sum": self.loss_sum, "correct": self.correct, "images": self.images}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reset()
+        self.loss_sum = state["loss_sum"].to(self.device)
+        self.correct = state["correct"].to(self.device)
+        self.images = int(state["images"])
 
     def read(self) -> dict:
         """Means since the last reset (this is the one host-device sync of a log interval)."""
@@ -124,6 +145,12 @@ class FinalTrainer:
             if not config.arch:
                 raise EnasError("train_final: no architecture given and the config has no 'arch'")
             arch = parse_arch_record(f"{config.space} {config.arch}", "config arch")
+        elif config.arch and arch_record(arch) != f"{config.space} {config.arch}":
+            # A resumed run trains the architecture it started with (config.json's arch).
+            raise EnasError(
+                f"the architecture given is another architecture than the run's ({config.space} "
+                f"{config.arch[:30]}...); resume without SOURCE, or with the run's arch.txt"
+            )
         self.arch = arch
         self.config = config
         self.run = run
@@ -147,7 +174,7 @@ class FinalTrainer:
         self.test_labels = splits.test.labels.to(self.device)
         # Different ranks get different dropout / drop-path masks; DDP overwrites the initial
         # weights of ranks > 0 with rank 0's, so the model still starts equal everywhere.
-        torch.manual_seed(config.seed + self.dist.rank)
+        seed_generators(config.seed + self.dist.rank)
         model = build_network(self.arch, config, self.info.channels, self.info.num_classes)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory_format)
@@ -172,6 +199,7 @@ class FinalTrainer:
             self.step_model = torch.compile(wrapped) if self.compiled else wrapped
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.progress = Progress()
+        self.interval = RunningMeter(self.device)  # the log interval in progress
         self.last_test: dict | None = None  # the latest test-set figures
         self.last_saved_step: int | None = None  # step of the newest last.pt
 
@@ -207,6 +235,7 @@ class FinalTrainer:
     def _checkpoint_state(self) -> dict:
         return {
             "version": CHECKPOINT_VERSION,
+            "kind": RUN_KIND,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -216,9 +245,13 @@ class FinalTrainer:
             "epoch": self.progress.epoch,
             "step": self.progress.step,
             "best_accuracy": self.progress.best_accuracy,
+            "meters": {"interval": self.interval.state_dict()},
             "arch": arch_record(self.arch),
-            "network": {"in_channels": self.info.channels, "num_classes": self.info.num_classes},
+            "network": self._network(),
         }
+
+    def _network(self) -> dict:
+        return {"in_channels": self.info.channels, "num_classes": self.info.num_classes}
 
     def _save(self, name: str) -> None:
         if not self.dist.is_main:
@@ -239,16 +272,23 @@ class FinalTrainer:
             self._write_arch()
             return
         state = self.run.load_checkpoint(LAST)
-        if state.get("arch") != arch_record(self.arch):
-            raise EnasError(
-                f"{Path(self.run.path) / LAST}: it was trained on another architecture; "
-                "resume with the architecture of the run (its arch.txt)"
-            )
+        check_checkpoint(
+            state, self.run.checkpoint_path(LAST), kind=RUN_KIND, version=CHECKPOINT_VERSION,
+            expected={
+                "arch": (arch_record(self.arch), "it was trained on another architecture; resume "
+                         "with the architecture of the run (its arch.txt)"),
+                "network": (self._network(), "it was trained on another data set; resume with the run's own"),
+            },
+            # What this trainer writes is what it needs back; the live optimizer checks its moments.
+            template={**self._checkpoint_state(), "optimizer": self.optimizer},
+            fix=resume_fix(LAST),
+        )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.loader.load_state_dict(state["loader"])
-        self.progress = Progress(**state["progress"])
+        self.progress = Progress.from_dict(state["progress"])
+        self.interval.load_state_dict(state["meters"]["interval"])
         restore_rng_state(state["rng"])
         if self.dist.rank > 0:  # the checkpoint holds rank 0's generators: move off them
             torch.manual_seed(self.config.seed + self.dist.rank * RANK_SEED_STRIDE + self.progress.step)
@@ -257,8 +297,9 @@ class FinalTrainer:
             self.run.truncate_after(self.progress.step)
 
     def _write_arch(self) -> None:
+        """arch.txt, recorded in run.json: a run whose arch.txt is changed is not resumed."""
         if self.dist.is_main:
-            write_text_atomic(self.run.file(ARCH_FILE), arch_record(self.arch) + "\n")
+            self.run.record_file(ARCH_FILE, arch_record(self.arch) + "\n")
 
     # ------------------------------------------------------------------ the loop
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,7 +339,7 @@ class FinalTrainer:
     def _interrupted(self) -> bool:
         return bool(self.interrupt is not None and getattr(self.interrupt, "interrupted", False))
 
-    def _run_epoch(self, meter: RunningMeter) -> bool:
+    def _run_epoch(self) -> bool:
         """Train the rest of the epoch in progress; False when interrupted part-way."""
         config, progress = self.config, self.progress
         set_drop_path = getattr(self.model, "set_drop_path_progress", None)
@@ -310,16 +351,17 @@ class FinalTrainer:
                 set_drop_path(epoch_float / config.epochs)
             x, y = distributed.shard_batch(x, self.dist), distributed.shard_batch(y, self.dist)
             loss, correct = self._train_step(x, y)
-            meter.add(loss, correct, y.shape[0])
+            self.interval.add(loss, correct, y.shape[0])
             progress.step += 1
             if progress.step % config.log_every == 0:
-                self._log_step(meter, lr)
+                self._log_step(lr)
             last_of_epoch = index + 1 == self.steps_per_epoch
             if not last_of_epoch and self._interrupted():
                 return False
         return True
 
-    def _log_step(self, meter: RunningMeter, lr: float) -> None:
+    def _log_step(self, lr: float) -> None:
+        meter = self.interval
         reading = meter.read()
         record = {
             "kind": "step",
@@ -383,10 +425,9 @@ class FinalTrainer:
             "world_size": self.dist.world_size,
             "params": sum(p.numel() for p in self.params),
         })
-        meter = RunningMeter(self.device)
         started = time.perf_counter()
         while self.progress.epoch < config.epochs:
-            if not self._run_epoch(meter):
+            if not self._run_epoch():
                 self._save(LAST)
                 return self._result(interrupted=True, started=started)
             self._end_epoch()
