@@ -17,9 +17,13 @@ test split is never read. Choices where the reference is silent or wrong:
 
 - Gradient clipping of the shared weights is really applied (``clip_grad_norm_`` at
   ``grad_clip``; 0 = off). The authors' code computed clipped gradients and then ignored them.
-- Weight decay (``l2``) applies to kernels only, as in final training (``parameter_groups``).
-  Gradients are reset to None before each step, so SGD's momentum and weight decay touch only
-  the parameters of the child that step trained (Bender et al.: "L2 only on active paths").
+- ``l2`` means the authors' flag: their loss gains ``l2 * sum(w ** 2)``, a gradient of
+  ``2 * l2 * w``, which SGD applies as ``weight_decay = 2 * l2`` to every parameter, batch
+  norms included (``parameter_groups``, shared with final training). Gradients are reset to
+  None before each step and only the modules a step runs get a gradient, so SGD's momentum
+  and weight decay touch only the parameters of the child that step trained (enas, random)
+  or of the paths it kept (oneshot; Bender et al.: "L2 only on active paths"). The authors'
+  ENAS search decays every variable in every step, unused ops included; enastool does not.
 - The micro search supernet has no drop path (the authors' search child applies it only to
   fixed architectures); drop path is a final-training setting.
 - The learning rate follows the cosine-restart curve per step (fractional epoch), as in final
@@ -46,10 +50,9 @@ import torch
 import torch.nn.functional as F
 
 from ..data import Augment, DatasetInfo, DeviceLoader, Split, channel_stats, endless, load_dataset
-from ..encoding.macro import MacroArch
 from ..encoding.textio import format_record
 from ..errors import EnasError
-from ..nn.supernet import MacroSupernet, MicroSupernet
+from ..nn.supernet import SUPERNETS
 from ..runs import LAST_CHECKPOINT as LAST
 from ..runs import capture_rng_state, restore_rng_state, write_text_atomic
 from ..train import distributed
@@ -58,7 +61,7 @@ from ..train.schedule import CosineWarmRestarts, set_lr
 from ..train.trainer import RunningMeter, sgd_optimizer
 from .strategies import Strategy, build_strategy, uniform_arch
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: micro x/y slot weights, no BN after macro layer 0
 RUN_KIND = "search"
 PROBE_ARCHS = 10  # random/oneshot: uniform architectures scored at each epoch end (a figure only)
 VALID_SEED_OFFSET = 1  # the validation batches are shuffled by their own stream
@@ -120,16 +123,8 @@ def search_data(config) -> tuple[Split, Split, DatasetInfo]:
 
 
 def build_supernet(config, in_channels: int, num_classes: int) -> torch.nn.Module:
-    """The supernet of ``config.space`` at the config's size."""
-    if config.space == MacroArch.space:
-        return MacroSupernet(
-            num_layers=config.layers, channels=config.channels, in_channels=in_channels,
-            num_classes=num_classes, keep_prob=config.keep_prob,
-        )
-    return MicroSupernet(
-        num_layers=config.layers, channels=config.channels, num_blocks=config.num_blocks,
-        in_channels=in_channels, num_classes=num_classes, keep_prob=config.keep_prob,
-    )
+    """The supernet of ``config.space`` at the config's size (``SUPERNETS`` registry)."""
+    return SUPERNETS[config.space](config, in_channels, num_classes)
 
 
 def meter_state(meter: RunningMeter) -> dict:
