@@ -265,7 +265,7 @@ def test_oneshot_strategy_draws_host_masks_from_its_own_generator():
 
 
 def test_an_interrupted_and_resumed_oneshot_search_ends_bitwise_equal(tmp_path):
-    config = tiny_config("micro", "oneshot", epochs=2, oneshot_drop_ramp=0.5)
+    config = tiny_config("macro", "oneshot", epochs=2, oneshot_drop_ramp=0.5)
     straight = RunDir.create(tmp_path / "straight", config)
     search(config, straight)
     run = RunDir.create(tmp_path / "stopped", config)
