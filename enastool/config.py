@@ -148,7 +148,9 @@ class _Config:
             found.append(("lr_min", f"must not exceed lr_max = {lr_max}"))
         ghost, batch = getattr(self, "ghost_batch_size", 0), self.batch_size
         if ghost and batch % ghost:  # equal ghosts: every statistic over the same number of images
-            found.append(("ghost_batch_size", f"must divide batch_size = {batch}; set a divisor, or 0 for off"))
+            found.append(
+                ("ghost_batch_size", f"must divide batch_size = {batch}; set a divisor, or 0 for off")
+            )
         return found
 
     def validate(self, origins: Mapping[str, str] | None = None) -> None:

@@ -217,7 +217,8 @@ def test_micro_cells_pass_input_1_through_layer_base():
     net = tiny_micro(aux_head=False).eval()
     for cell, c in zip(net.cells, (TINY, 2 * TINY, 2 * TINY, 4 * TINY, 4 * TINY)):
         relu, conv, norm = cell.base
-        assert isinstance(relu, nn.ReLU) and (conv.in_channels, conv.out_channels, conv.kernel_size) == (c, c, (1, 1))
+        assert isinstance(relu, nn.ReLU) and isinstance(norm, nn.BatchNorm2d)
+        assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (c, c, (1, 1))
     # Zeroing layer_base's BN zeroes node 1, whatever the calibrated input was.
     cell = net.cells[0]
     with torch.no_grad():

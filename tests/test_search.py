@@ -227,14 +227,17 @@ def test_a_dropped_oneshot_path_gets_no_weight_decay_and_no_momentum(tmp_path, m
     paths = net.cells[0].paths[0]
     kept = [tuple(range(k)) for k in net.oneshot_fan_ins()]
     kept[0] = tuple(p for p in kept[0] if paths[p] != (0, MicroOp.SEP3.enas_id))  # node 2, slot x
-    monkeypatch.setattr(loop.strategy, "logits", lambda supernet, x, child, epoch: supernet.forward_oneshot(x, kept))
+    monkeypatch.setattr(
+        loop.strategy, "logits", lambda supernet, x, child, epoch: supernet.forward_oneshot(x, kept)
+    )
     weights = [p.detach().clone() for p in dropped.parameters()]
     buffers = [loop.optimizer.state[p]["momentum_buffer"].clone() for p in dropped.parameters()]
     others = [p.detach().clone() for p in kept_module.parameters()]
     loop._train_step(x, y)
     assert all(p.grad is None for p in dropped.parameters())
     assert all(torch.equal(w, p) for w, p in zip(weights, dropped.parameters()))  # no decay, no momentum
-    assert all(torch.equal(b, loop.optimizer.state[p]["momentum_buffer"]) for b, p in zip(buffers, dropped.parameters()))
+    momentum = [loop.optimizer.state[p]["momentum_buffer"] for p in dropped.parameters()]
+    assert all(torch.equal(b, m) for b, m in zip(buffers, momentum))
     assert not any(torch.equal(w, p) for w, p in zip(others, kept_module.parameters()))
 
 

@@ -124,7 +124,9 @@ def path_drop_rate(drop_rate: float, fan_in: int) -> float:
     return drop_rate ** (1.0 / fan_in) if drop_rate > 0 else 0.0
 
 
-def draw_kept_paths(fan_ins: Sequence[int], drop_rate: float, generator: torch.Generator) -> list[tuple[int, ...]]:
+def draw_kept_paths(
+    fan_ins: Sequence[int], drop_rate: float, generator: torch.Generator
+) -> list[tuple[int, ...]]:
     """The paths each choice keeps in one one-shot step, drawn on the host from ``generator``.
 
     Path p of a choice with fan-in k is dropped with probability ``path_drop_rate(drop_rate,
