@@ -36,6 +36,10 @@ token (``recurrent_counts``: every matrix product, softmax included; the same fo
 of N nodes) and GFLOP/s = 3 x that x tokens/s. ``--small``: H = 32, batch 8, same vocabulary
 and window. There is no rnn epoch row yet (its trainer is not built).
 
+``--count-only`` skips the timing and prints the forward FLOPs (and multiply-adds, half of
+them: the unit papers quote) of the same rows, the supernet rows over the architectures a
+timed run with the same ``--warmup`` and ``--steps`` would sample.
+
 Final-training epoch (``--what epoch``): the real trainer (``enastool.train.trainer``, with
 its data loader, augmentation, gradient clipping, schedule, evaluation and checkpointing, and
 torch.compile as ``--compile`` says) trains the authors' final architecture at the ``paper``
@@ -66,7 +70,7 @@ from torch import nn
 from enastool.config import resolve_final_config
 from enastool.data import datasets
 from enastool.encoding import MacroArch, MicroArch, RecurrentArch
-from enastool.nn.counting import count_flops
+from enastool.nn.counting import FLOPS_PER_MULT_ADD, count_flops
 from enastool.nn.recurrent import (
     FINAL_ALPHA,
     FINAL_BETA,
@@ -268,6 +272,13 @@ class Runner(StepTimer):
         loss.backward()
         self.opt.step()
 
+    def sample_without_training(self, warmup: int, steps: int) -> None:
+        """Draw the architectures ``time_steps`` would time, without running any step."""
+        if self.arch is None:
+            for _ in range(warmup):
+                self.sample()
+            self.sampled = [self.sample() for _ in range(steps)]
+
     def forward_flops(self) -> float:
         """Forward FLOPs per image: the final network's, or the supernets' mean over the
         architectures of the timed steps."""
@@ -429,6 +440,7 @@ COLUMNS = ("space", "network", "setting", "dtype", "layout", "img/s", "ms/step",
            "fwd GFLOP/img", "GFLOP/s")
 RNN_COLUMNS = ("space", "network", "setting", "dtype", "tokens/s", "ms/step", "peak MiB",
                "fwd GFLOP/token", "GFLOP/s")
+COUNT_COLUMNS = ("space", "network", "setting", "params", "fwd GFLOP/img", "fwd G mult-add/img")
 
 
 def print_table(rows: list[tuple], columns: tuple[str, ...] = COLUMNS) -> None:
@@ -438,6 +450,17 @@ def print_table(rows: list[tuple], columns: tuple[str, ...] = COLUMNS) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip())
         if n == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def count_row(s: Setting, device: torch.device, args: argparse.Namespace) -> tuple:
+    """One row of the ``--count-only`` table (supernets: all weights; FLOPs: the mean over the
+    architectures a timed run would sample)."""
+    runner = Runner(s, device, bf16=False, channels_last=args.channels_last)
+    runner.sample_without_training(args.warmup, args.steps)
+    flops = runner.forward_flops()
+    params = sum(p.numel() for p in runner.net.parameters())
+    return (s.space, s.what, s.describe(), f"{params:,}", f"{flops / 1e9:.3f}",
+            f"{flops / FLOPS_PER_MULT_ADD / 1e9:.3f}")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -457,6 +480,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--what", choices=("supernet", "final", "epoch", "all"), default="all",
                    help="train steps of the supernets or final networks, or a final-training "
                    "epoch (the real trainer, extrapolated to CIFAR-10); default all")
+    p.add_argument("--count-only", action="store_true",
+                   help="step rows: print parameter, FLOP and mult-add counts without timing")
     p.add_argument("--small", action="store_true",
                    help="narrow widths (rnn: H=32) and batch 8, for a quick CPU run")
     p.add_argument("--threads", type=int, default=1,
@@ -491,6 +516,9 @@ def main(argv=None) -> int:
             replace(s, channels=SMALL_CHANNELS[s.space], batch=SMALL_BATCH) for s in settings
         ]
     layout = "channels_last" if args.channels_last else "nchw"
+    if args.count_only:
+        print_table([count_row(s, device, args) for s in settings], COUNT_COLUMNS)
+        return 0
     rows = []
     for s in settings:
         print(f"timing {s.space} {s.what} ({s.describe()}) ...", file=sys.stderr)

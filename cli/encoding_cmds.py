@@ -187,6 +187,15 @@ def _count_setup(dataset: str):
 DEFAULT_COUNT_DATASET = "cifar10"  # the authors' final networks, and the published counts
 
 
+# (JSON key, table column) of the counts. Papers quote multiply-adds; FLOPs count each as 2.
+COUNT_COLUMNS = (
+    ("params", "params"),
+    ("params_aux", "params+aux"),
+    ("flops", "FLOPs (2/mult-add)"),
+    ("mult_adds", "mult-adds"),
+)
+
+
 def _human(n: int) -> str:
     for factor, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
         if n >= factor:
@@ -232,7 +241,7 @@ def _info_row(row: dict) -> list[str]:
     size, skips, loose = _INFO_COLUMNS[row["space"]](row)
     cells = [str(row["record"]), row["space"], size, _ops_cell(row["ops"]), skips, loose, str(row["depth"])]
     if "params" in row:
-        cells += [_human(row["params"]), _human(row["params_aux"]), _human(row["flops"])]
+        cells += [_human(row[key]) for key, _ in COUNT_COLUMNS]
     return cells
 
 
@@ -243,7 +252,7 @@ def _print_table(rows: list[dict]) -> None:
     table = Table(show_lines=True)
     columns = ["#", "space", "size", "ops", "skips", "loose ends", "depth"]
     if rows and "params" in rows[0]:
-        columns += ["params", "params+aux", "FLOPs"]
+        columns += [title for _, title in COUNT_COLUMNS]
     for name in columns:
         table.add_column(name, overflow="fold")
     for row in rows:
@@ -268,8 +277,9 @@ def _print_table(rows: list[dict]) -> None:
 @click.option(
     "--counts",
     is_flag=True,
-    help="Add the final network's params (without the auxiliary head), params_aux (with it) "
-    "and flops (forward, per image). Implied by --layers, --channels and --dataset.",
+    help="Add the final network's params (without the auxiliary head), params_aux (with it), "
+    "flops (forward, per image, a multiply-add counted as 2 FLOPs) and mult_adds (the unit "
+    "papers quote: flops / 2). Implied by --layers, --channels and --dataset.",
 )
 @click.option(
     "--layers",
@@ -306,8 +316,9 @@ def info(
     """Summarise the architectures in SOURCE (a file, or - for stdin: the default): ops (rnn:
     activations of nodes 1..N), skips, loose ends, depth.
 
-    With --counts (or --layers/--channels/--dataset) each record also gets the parameter and
-    FLOP counts of its final network, counted on the real module (this imports torch).
+    With --counts (or --layers/--channels/--dataset) each record also gets the parameter,
+    FLOP and multiply-add counts of its final network, counted on the real module (this
+    imports torch). FLOPs count a multiply-add as 2; papers quote multiply-adds.
     """
     records = load_input(source, space, from_format)
     rows = [{"record": r.index, **r.arch.summary()} for r in records]

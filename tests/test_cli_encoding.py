@@ -334,8 +334,9 @@ def test_info_counts_on_digits_with_a_small_network():
     assert result.exit_code == 0, result.stderr
     macro, micro = json.loads(result.stdout)
     for row in (macro, micro):
-        assert {"params", "params_aux", "flops"} <= set(row)
+        assert {"params", "params_aux", "flops", "mult_adds"} <= set(row)
         assert all(isinstance(row[k], int) and row[k] > 0 for k in ("params", "params_aux", "flops"))
+        assert row["flops"] == 2 * row["mult_adds"]  # papers quote mult-adds; a FLOP is half of one
     assert macro["params_aux"] == macro["params"]  # the macro network has no auxiliary head
     assert micro["params_aux"] > micro["params"]
     # Counting is from the real module: more channels, more parameters and FLOPs.
@@ -343,7 +344,8 @@ def test_info_counts_on_digits_with_a_small_network():
     wider = json.loads(wider.stdout)[0]
     assert wider["params"] > macro["params"] and wider["flops"] > macro["flops"]
     table = run("info", "-", "--counts", "--channels", 4, "--dataset", "digits", input=sample)
-    assert "params+aux" in table.stdout and "FLOPs" in table.stdout
+    assert "params+aux" in table.stdout and "FLOPs (2/mult-add)" in table.stdout
+    assert "mult-adds" in table.stdout
 
 
 def test_info_counts_errors_are_located_one_line_each():

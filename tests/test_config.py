@@ -79,6 +79,35 @@ def test_paper_macro_has_no_drop_path_and_micro_no_skip_penalty():
     assert resolve_search_config("paper", "micro").skip_weight == 0.0
 
 
+@pytest.mark.parametrize("preset,ghost", [("paper", 32), ("smoke", 16)])
+@pytest.mark.parametrize("space", ["macro", "micro"])
+def test_oneshot_presets_turn_on_ghost_batch_norm_and_the_others_do_not(tmp_path, preset, ghost, space):
+    oneshot = resolve_search_config(preset, space, overrides={"strategy": "oneshot"})
+    assert oneshot.ghost_batch_size == ghost and oneshot.batch_size % ghost == 0
+    for strategy in ("enas", "random"):
+        assert resolve_search_config(preset, space, overrides={"strategy": strategy}).ghost_batch_size == 0
+    assert resolve_search_config(preset, space).ghost_batch_size == 0  # enas by default
+    config_file = tmp_path / "oneshot.toml"
+    config_file.write_text('strategy = "oneshot"\n')
+    assert resolve_search_config(preset, space, config_file).ghost_batch_size == ghost
+    explicit = resolve_search_config(preset, space, overrides={"strategy": "oneshot", "ghost_batch_size": 0})
+    assert explicit.ghost_batch_size == 0
+
+
+def test_ghost_batch_size_must_be_off_or_a_divisor_of_at_least_two():
+    with pytest.raises(EnasError, match=r"command line: ghost_batch_size = 1 must be 0 \(off\) or in \[2, 65536\]"):
+        resolve_search_config("smoke", "macro", overrides={"ghost_batch_size": 1})
+    with pytest.raises(EnasError, match=r"ghost_batch_size = 24 must divide batch_size = 64"):
+        resolve_search_config("smoke", "macro", overrides={"ghost_batch_size": 24})
+    with pytest.raises(EnasError, match=r"preset 'smoke': ghost_batch_size = 16 must divide batch_size = 40"):
+        resolve_search_config("smoke", "micro", overrides={"strategy": "oneshot", "batch_size": 40})
+
+
+def test_l2_help_says_it_is_the_authors_flag():
+    for cls in (SearchConfig, FinalConfig):
+        assert "2 x l2" in cls.help("l2") and "authors" in cls.help("l2")
+
+
 def test_smoke_is_tiny_digits_and_keeps_the_space_recipe():
     search = resolve_search_config("smoke", "micro")
     assert (search.dataset, search.epochs) == ("digits", 10)
@@ -87,6 +116,7 @@ def test_smoke_is_tiny_digits_and_keeps_the_space_recipe():
     assert search.batch_size == 64 and search.layers <= 4
     assert search.augment_flip is False  # digits are not mirror-symmetric
     assert (search.tanh_constant, search.op_tanh_reduce) == (1.1, 2.5)  # micro controller
+    assert search.lr_max == 0.1  # separate x/y weights: each op trains half as often
     final = resolve_final_config("smoke", "micro")
     assert final.dataset == "digits" and final.aux_weight == 0.0
     assert final.lr_t0 == final.epochs  # one cosine cycle that ends at lr_min

@@ -20,9 +20,13 @@ re-cuts them); the test split is never read. Choices where the reference is sile
 
 - Gradient clipping of the shared weights is really applied (``clip_grad_norm_`` at
   ``grad_clip``; 0 = off). The authors' code computed clipped gradients and then ignored them.
-- Weight decay (``l2``) applies to kernels only, as in final training (``parameter_groups``).
-  Gradients are reset to None before each step, so SGD's momentum and weight decay touch only
-  the parameters of the child that step trained (Bender et al.: "L2 only on active paths").
+- ``l2`` means the authors' flag: their loss gains ``l2 * sum(w ** 2)``, a gradient of
+  ``2 * l2 * w``, which SGD applies as ``weight_decay = 2 * l2`` to every parameter, batch
+  norms included (``parameter_groups``, shared with final training). Gradients are reset to
+  None before each step and only the modules a step runs get a gradient, so SGD's momentum
+  and weight decay touch only the parameters of the child that step trained (enas, random)
+  or of the paths it kept (oneshot; Bender et al.: "L2 only on active paths"). The authors'
+  ENAS search decays every variable in every step, unused ops included; enastool does not.
 - The micro search supernet has no drop path (the authors' search child applies it only to
   fixed architectures); drop path is a final-training setting.
 - The learning rate follows the cosine-restart curve per step (fractional epoch), as in final
@@ -62,7 +66,7 @@ from ..train.trainer import RunningMeter, sgd_optimizer
 from .strategies import Strategy, build_strategy
 from .tasks import RUN_KIND, SearchTask, build_task, uniform_arch
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: micro x/y slot weights, no BN after macro layer 0
 PROBE_ARCHS = 10  # random/oneshot: uniform architectures scored at each epoch end (a figure only)
 PROBE_SEED_STRIDE = 1_000_003  # keeps (seed, epoch) probe seeds apart
 # Controller figures averaged over an epoch's updates in its record (the baseline is its latest value).

@@ -18,9 +18,12 @@ scores (``propose``). Each update is one resumable unit: the loop checkpoints be
   Loss = mean over the samples of ``-log_prob x advantage + skip_weight x skip_penalty``;
   Adam (``controller_lr``, betas (``controller_beta1``, 0.999), eps ``controller_eps``).
 - ``random`` (random search with weight sharing, Li and Talwalkar): uniform children.
-- ``oneshot`` (Bender et al.): every path runs, each dropped with a rate ramped linearly from
-  0 to ``oneshot_drop_max`` over the first ``oneshot_drop_ramp`` of the epochs (the supernet
-  keeps at least one input per node); no child architecture.
+- ``oneshot`` (Bender et al.): every path of the supernet is a candidate in every step; each
+  node's paths are dropped with the fan-in-scaled rate ``r ** (1 / k)`` (k paths into the
+  node), r ramped linearly from 0 to ``oneshot_drop_max`` over the first
+  ``oneshot_drop_ramp`` of the epochs, at least one path kept per node; dropped paths do not
+  run. No child architecture. See ``enastool.nn.supernet`` for what the paper does and what
+  enastool does.
 
 random and oneshot propose uniformly sampled candidates to derive; enas samples them from the
 trained controller. Every random number a strategy draws comes from its own generator, whose
@@ -41,10 +44,13 @@ import torch
 from ..encoding.macro import MacroArch
 from ..encoding.spaces import Arch
 from ..encoding.textio import format_record
+from ..nn.supernet import draw_kept_paths
 from .controller import build_controller
 from .tasks import uniform_arch
 
 CONTROLLER_DEVICE = torch.device("cpu")
+# One-shot masks pick modules, so they are host data: drawn on the CPU whatever the device.
+MASK_DEVICE = torch.device("cpu")
 ADAM_BETA2 = 0.999  # the authors' (and Adam's default) second-moment decay
 
 def random_state(rng: random.Random) -> list:
@@ -198,17 +204,25 @@ class RandomStrategy(Strategy):
 
 
 class OneShotStrategy(Strategy):
-    """All paths with path dropout (Bender et al.); candidates are sampled uniformly."""
+    """Kept paths drawn by path dropout (Bender et al.); candidates are sampled uniformly.
+
+    Every step draws, on the host, the paths each node of the supernet keeps
+    (``draw_kept_paths``); the supernet runs only those, so dropped paths get no gradient,
+    no weight decay and no momentum step. The masks come from a CPU generator owned by the
+    strategy (seeded by ``seed``), whose state is in :meth:`state_dict`: a resumed search
+    draws the same masks.
+    """
 
     name = "oneshot"
 
     def __init__(self, config, device: torch.device):
         super().__init__(config, device)
-        # The dropout masks are drawn on the supernet's device, so the generator lives there.
-        self.generator = torch.Generator(device).manual_seed(config.seed)
+        self.generator = torch.Generator(MASK_DEVICE).manual_seed(config.seed)
 
     def drop_rate(self, epoch: float) -> float:
-        """Linear from 0 to oneshot_drop_max over the first oneshot_drop_ramp of the epochs."""
+        """r: linear from 0 to oneshot_drop_max over the first oneshot_drop_ramp of the epochs.
+
+        A node with k incoming paths drops each with probability r ** (1 / k)."""
         ramp_epochs = self.config.oneshot_drop_ramp * self.config.epochs
         return self.config.oneshot_drop_max * min(1.0, epoch / ramp_epochs)
 
@@ -216,7 +230,8 @@ class OneShotStrategy(Strategy):
         return None
 
     def logits(self, supernet, x, child, epoch: float) -> torch.Tensor:
-        return supernet.forward_oneshot(x, self.drop_rate(epoch), self.generator)
+        kept = draw_kept_paths(supernet.oneshot_fan_ins(), self.drop_rate(epoch), self.generator)
+        return supernet.forward_oneshot(x, kept)
 
     def step_figures(self, epoch: float) -> dict:
         return {"drop_rate": self.drop_rate(epoch)}
@@ -225,7 +240,7 @@ class OneShotStrategy(Strategy):
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())
 
 
 STRATEGIES: dict[str, type[Strategy]] = {

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from ..data import Augment, DatasetInfo, DeviceLoader, Split, channel_stats, endless, load_dataset
 from ..encoding.spaces import IMAGES, SPACES, data_kind
 from ..errors import EnasError
+from ..nn.supernet import SUPERNETS
 from ..train.device import autocast
 from ..train.trainer import parameter_groups
 
@@ -167,21 +168,6 @@ def search_data(config) -> tuple[Split, Split, DatasetInfo]:
     return train, valid, info
 
 
-def build_image_supernet(config, in_channels: int, num_classes: int) -> torch.nn.Module:
-    """The supernet of ``config.space`` at the config's size."""
-    from ..nn.supernet import MacroSupernet, MicroSupernet
-
-    if config.space == "macro":
-        return MacroSupernet(
-            num_layers=config.layers, channels=config.channels, in_channels=in_channels,
-            num_classes=num_classes, keep_prob=config.keep_prob,
-        )
-    return MicroSupernet(
-        num_layers=config.layers, channels=config.channels, num_blocks=config.num_blocks,
-        in_channels=in_channels, num_classes=num_classes, keep_prob=config.keep_prob,
-    )
-
-
 class ImageTask(SearchTask):
     """Image classification (macro and micro spaces): cross-entropy, accuracy rewards.
 
@@ -197,7 +183,7 @@ class ImageTask(SearchTask):
         super().__init__(config, device, dtype, channels_last)
         train, valid, self.info = search_data(config)
         self.valid_split = valid
-        supernet = build_image_supernet(config, self.info.channels, self.info.num_classes)
+        supernet = SUPERNETS[config.space](config, self.info.channels, self.info.num_classes)
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.supernet = supernet.to(device, memory_format=memory_format)
         self.network = {"in_channels": self.info.channels, "num_classes": self.info.num_classes}

@@ -20,9 +20,7 @@ CHECKPOINT_NAMES = (LAST_CHECKPOINT, BEST_CHECKPOINT)  # without a choice, the f
 EVAL_BATCH_MULTIPLIER = 2  # no activations kept for backward at test time: bigger batches fit
 ARCH_FILE = "arch.txt"
 RUN_KIND = FinalConfig.kind
-# Format of final-training checkpoints, written by the trainer and read here (2: run kind and
-# the log-interval sums added).
-CHECKPOINT_VERSION = 2
+CHECKPOINT_VERSION = 2  # 2: the run kind, the log-interval sums, micro layer_base and aux head moved
 # What evaluate reads before it can build the network: the rest is checked against the network.
 HEADER_TEMPLATE = {"arch": "", "network": {"in_channels": 0, "num_classes": 0}, "epoch": 0, "model": {}}
 PIXEL_MAX = 255.0  # images arrive as uint8

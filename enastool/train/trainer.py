@@ -5,10 +5,13 @@ warm-restart learning rate set before every step from the fractional epoch, so n
 the counters in the checkpoint is needed to resume exactly. Choices where the reference is
 silent or wrong:
 
-- Weight decay (``config.l2``) applies to conv and linear kernels only (parameters with more
-  than one dimension). BatchNorm scales/shifts and biases are exempt: decaying a BN scale that
-  feeds another BN changes nothing but the effective learning rate. (The authors' TF code adds
-  ``l2 * sum(w**2)`` over every variable, which is a weight decay of ``2 * l2``.)
+- ``config.l2`` means the authors' flag. Their TF code adds ``l2 * sum(w ** 2)`` over every
+  trainable variable to the loss, a gradient term of ``2 * l2 * w``; enastool gives SGD
+  ``weight_decay = 2 * l2`` (torch's ``weight_decay = l2`` would be half the authors'
+  decay) on every trainable parameter, batch-norm scales and shifts and the classifier bias
+  included, as they do (``parameter_groups``; the search loop uses the same optimiser). The
+  decay term is added after gradient clipping; in the authors' runs their clipping never
+  took effect (reference sec. 6), so their decay was never clipped either.
 - Gradient clipping is really applied (``clip_grad_norm_`` at ``config.grad_clip``; 0 = off),
   unlike the authors' code, which computed the clipped gradients and then ignored them.
 - The auxiliary head is trained like every other parameter; its loss weight is
@@ -111,22 +114,23 @@ class RunningMeter:
         }
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Kernels get weight decay; BatchNorm parameters and biases (1-d tensors) do not."""
-    decay, exempt = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (decay if param.ndim > 1 else exempt).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": exempt, "weight_decay": 0.0},
-    ]
+# d/dw of l2 * w**2: the authors' loss term l2 * sum(w**2) is a weight decay of 2 * l2.
+L2_GRADIENT_FACTOR = 2.0
+
+
+def parameter_groups(model: torch.nn.Module, l2: float) -> list[dict]:
+    """One group: every trainable parameter, with the weight decay of the authors' ``l2``
+    flag (``2 * l2``, see the module docstring)."""
+    params = [param for param in model.parameters() if param.requires_grad]
+    return [{"params": params, "weight_decay": L2_GRADIENT_FACTOR * l2}]
 
 
 def sgd_optimizer(model: torch.nn.Module | list[dict], config) -> torch.optim.SGD:
-    """SGD with the config's momentum, Nesterov and L2 (kernels only: ``parameter_groups``),
-    starting at ``lr_max`` (the schedule sets the rate before every step). ``model`` may be
-    a list of parameter groups with their own weight decay instead."""
+    """SGD with the config's momentum, Nesterov and L2 (the authors' meaning, on every
+    parameter: ``parameter_groups``), starting at ``lr_max`` (the schedule sets the rate
+    before every step). ``model`` may be a list of parameter groups with their own weight decay
+    instead. Parameters whose gradient is None in a step are skipped entirely: no decay, no
+    momentum."""
     groups = parameter_groups(model, config.l2) if isinstance(model, torch.nn.Module) else model
     return torch.optim.SGD(
         groups,
@@ -323,6 +327,7 @@ class FinalTrainer:
         return lr
 
     def _evaluate(self) -> dict:
+        distributed.broadcast_buffers(self.model)  # every rank scores with the checkpoint's statistics
         return evaluate_network(
             self.eval_model,
             self.test_images,
