@@ -6,7 +6,8 @@ Layout of a run directory::
                     command line, and the SHA-256 digests of its configuration and recorded files
     config.toml     the resolved configuration, for people (and for --config)
     config.json     the same, exactly; resume reads this one
-    metrics.jsonl   one JSON object per line, appended and flushed as training goes
+    metrics.jsonl   one JSON object per line, appended and flushed as training goes; each
+                    record carries ``wall_time``, the Unix time it was written (seconds)
     last.pt         latest checkpoint (best.pt: best one of a final-training run)
     arch.txt        (final runs) the architecture trained, a file recorded with ``record_file``
 
@@ -36,6 +37,7 @@ import random
 import signal
 import sys
 import threading
+import time
 from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -63,6 +65,9 @@ DIGEST_PREFIX = "sha256:"
 NUMPY_SEED_RANGE = 2**32  # np.random.seed takes 0 <= seed < 2**32
 # Metric records are ordered by this key; resume drops records past the checkpoint's step.
 STEP_KEY = "step"
+# Every metrics record gets the wall-clock time it was written (Unix seconds, as TensorBoard's
+# wall_time): runs can be lined up against each other and against the machine's logs.
+WALL_TIME_KEY = "wall_time"
 
 
 class RunDir:
@@ -199,8 +204,10 @@ class RunDir:
     def log(self, record: Mapping[str, Any]) -> None:
         """Append one record as a JSON line, written straight to the file so a crash loses at
         most this line. A write that fails (a full disk) is cut off again, so no torn line is
-        left for the next record to land on, and reported as one EnasError."""
-        data = (json.dumps(dict(record), default=_plain_number, allow_nan=True) + "\n").encode("utf-8")
+        left for the next record to land on, and reported as one EnasError. The record gets
+        ``wall_time`` (now) unless it has one."""
+        record = {**record, WALL_TIME_KEY: record.get(WALL_TIME_KEY, time.time())}
+        data = (json.dumps(record, default=_plain_number, allow_nan=True) + "\n").encode("utf-8")
         path = self.metrics_path
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the mode open() gives
@@ -413,12 +420,25 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 EXIT_CODE_BASE = 128  # shells report death by signal N as 128 + N: 130 SIGINT, 143 SIGTERM
 
 
+class SecondSignal(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM during a run: stop at once. ``signal_number`` is that signal."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODE_BASE + self.signal_number
+
+
 class GracefulInterrupt:
     """Turns SIGINT / SIGTERM into a flag the training loop checks between steps.
 
     The loop finishes its step, saves a checkpoint and returns; the CLI exits with
-    :attr:`exit_code`. A second signal raises KeyboardInterrupt at once (the user insists);
-    a checkpoint being written then is left intact because saving is atomic. Previous
+    :attr:`exit_code`. A second signal raises :class:`SecondSignal` (a KeyboardInterrupt) at
+    once (the user insists); a checkpoint being written then is left intact because saving is
+    atomic, so the run resumes from its last checkpoint. Previous
     handlers are restored on exit. Outside the main thread Python cannot install handlers:
     the context manager then does nothing and the flag stays unset.
     """
@@ -440,7 +460,7 @@ class GracefulInterrupt:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signal_number is not None:
-            raise KeyboardInterrupt
+            raise SecondSignal(signum)
         self.signal_number = signum
 
     def __enter__(self) -> "GracefulInterrupt":

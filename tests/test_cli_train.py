@@ -42,7 +42,8 @@ def invoke(*args, input=None):
 
 
 def epochs_of(run_path) -> list[dict]:
-    return [m for m in RunDir.open(run_path).read_metrics() if m["kind"] == "epoch"]
+    """The records of the evaluated epochs (every epoch has a record; these have test figures)."""
+    return [m for m in RunDir.open(run_path).read_metrics() if m["kind"] == "epoch" and "test_accuracy" in m]
 
 
 def enastool_command() -> list[str]:
