@@ -17,15 +17,36 @@ space_option = click.option(
     default=None,
     help="Search space of a bare encoding (inferred when only one space fits).",
 )
-source_argument = click.argument("source", metavar="SOURCE", default="-")
+source_argument = click.argument("source", metavar="[SOURCE]", default="-")
+
+
+STDIN = "-"
+WAITING = "reading architectures from stdin (Ctrl-D to end)..."
+
+
+def stdin_is_terminal() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def say_if_waiting(source: str) -> None:
+    """On a terminal, say that SOURCE - waits for typed input (else it looks like a hang)."""
+    if source == STDIN and stdin_is_terminal():
+        click.echo(WAITING, err=True)
 
 
 def load_records(source: str, space: str | None):
     """All records of SOURCE; prints every error (one line each) and exits 2 if any."""
-    records, errors = read_source(source, space=space, stdin=sys.stdin)
+    records, errors = read_records(source, space)
     if errors:
-        fail_many([str(e) for e in errors])
+        fail_many(errors)
     return records
+
+
+def read_records(source: str, space: str | None):
+    """The records of SOURCE and every error (one line each)."""
+    say_if_waiting(source)
+    records, errors = read_source(source, space=space, stdin=sys.stdin)
+    return records, [str(e) for e in errors]
 
 
 # --------------------------------------------------------------------------- input formats
@@ -56,6 +77,7 @@ def read_nao_source(source: str, space: str | None):
 
     if space is not None and space != MicroArch.space:
         return [], [f"--from nao reads micro architectures; --space {space} does not apply"]
+    say_if_waiting(source)
     try:
         text = read_text(source, sys.stdin)
     except EncodingError as e:
@@ -64,17 +86,22 @@ def read_nao_source(source: str, space: str | None):
     return records, [str(e) for e in errors]
 
 
-def load_input(source: str, space: str | None, from_format: str = AUTO):
-    """All records of SOURCE in ``from_format``; prints every error (one line each), exits 2.
+def read_input(source: str, space: str | None, from_format: str = AUTO):
+    """The records of SOURCE in ``from_format`` and every error (one line each).
 
     ``auto`` reads a file named ``*.nao`` as NAO token lines, anything else through textio.
     """
     if from_format == NAO or (from_format == AUTO and source.lower().endswith(NAO_SUFFIX)):
-        records, errors = read_nao_source(source, space)
-        if errors:
-            fail_many(errors)
-        return records
-    return load_records(source, space)
+        return read_nao_source(source, space)
+    return read_records(source, space)
+
+
+def load_input(source: str, space: str | None, from_format: str = AUTO):
+    """All records of SOURCE in ``from_format``; prints every error (one line each), exits 2."""
+    records, errors = read_input(source, space, from_format)
+    if errors:
+        fail_many(errors)
+    return records
 
 
 def load_single(source: str, space: str | None, from_format: str = AUTO):

@@ -20,7 +20,7 @@ from enastool.config import DATASETS, DTYPES, MAX_COUNT, MAX_SEED, PRESETS, STRA
 from enastool.encoding import SPACES
 from enastool.errors import EnasError
 
-from .console import err_console
+from .console import EXIT_FAILED, EXIT_HELP, RUN_EXIT_HELP, err_console, note_run
 from .progress import ProgressReporter
 
 TABLE_ROWS = 10  # rows of derive's ranking table (more when --top asks for more)
@@ -66,33 +66,69 @@ def config_options(command):
     return command
 
 
-@click.command()
+SET_HELP = ("Set any setting of config.toml, e.g. --set controller_lr=1e-3 (repeatable; typed and "
+            "checked like the file's values; none unsets one that may be unset).")
+FORMATS = ("text", "json")
+
+
+def parse_assignments(cls, assignments, given: dict) -> tuple[dict, dict]:
+    """The values of ``--set KEY=VALUE`` (typed by ``cls``) and their origins; a key also set
+    by its own option is refused (which one would win is not obvious)."""
+    from enastool.config import parse_assignment
+
+    values, origins = {}, {}
+    for text in assignments:
+        key, value = parse_assignment(cls, text)
+        if key in given:
+            raise EnasError(f"--set {text} and {option_name(key)} both set {key}; give one of them")
+        values[key], origins[key] = value, f"--set {text}"
+    return values, origins
+
+
+def preset_note(title: str, preset: str, dataset: str) -> str:
+    return (f"{title}: preset {preset}, the default on the embedded {dataset} data set (--data-dir DIR "
+            "for CIFAR-10 with the paper preset, or --preset to choose)")
+
+
+@click.command(epilog=RUN_EXIT_HELP)
 @config_options
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--out", type=click.Path(), default=None,
               help="New run directory (absent or empty).")
 @click.option("--preset", type=click.Choice(PRESETS), default=None,
-              help="paper: the authors' settings (default); smoke: tiny, about a minute on a CPU.")
+              help="paper: the authors' settings (the default with a data directory, CIFAR-10); "
+                   "smoke: tiny, about a minute on a CPU (the default on the embedded digits).")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None,
               help="TOML file setting any option (a [search] table or flat keys).")
 @click.option("--resume", type=click.Path(file_okay=False), default=None,
               help="Continue the search in this run directory with its own configuration.")
-@click.option("--quiet", is_flag=True, help="No progress display.")
-def search(out, preset, config_file, resume, quiet, **settings) -> None:
-    """Search architectures with shared weights (enas, random or oneshot).
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="json: one summary object on stdout at the end (run, status, epochs, steps, "
+                   "seconds, the last architecture); text: nothing on stdout.")
+@click.option("--quiet", is_flag=True,
+              help="No progress display and no closing line (errors, and how to resume after an "
+                   "interruption, still print).")
+def search(out, preset, config_file, resume, assignments, fmt, quiet, **settings) -> None:
+    """Search architectures with shared weights (enas, random or oneshot; rnn: enas or random).
+
+    Progress goes to stderr (a bar on a terminal, one line per logged step elsewhere); the run
+    directory gets config.toml, metrics.jsonl and last.pt. Ctrl-C or SIGTERM saves last.pt and
+    exits 130 or 143; --resume RUN continues exactly.
 
     \b
-    enastool search --space micro --preset smoke --out runs/demo
-    enastool search --resume runs/demo          # after Ctrl-C (exit 130) or SIGTERM (143)
+    Examples:
+      enastool search --space micro --out runs/demo        # smoke preset on the embedded digits
+      enastool search --space macro --data-dir data/cifar-10-batches-py --out runs/macro
+      enastool search --resume runs/demo --format json     # after Ctrl-C; a summary on stdout
     """
-    from enastool.config import resolve_search_config
-    from enastool.runs import LAST_CHECKPOINT, GracefulInterrupt, RunDir
-    from enastool.search.loop import SearchLoop, check_single_process
+    from enastool.config import default_preset, resolve_search_config
+    from enastool.runs import LAST_CHECKPOINT, GracefulInterrupt, RunDir, check_new_run_path
 
     given = {field: value for field, value in settings.items() if value is not None}
-    check_single_process()
+    set_values, origins = parse_assignments(SearchConfig, assignments, given)
     run = None
     if resume is not None:
-        extra = [option_name(field) for field in given]
+        extra = [option_name(field) for field in given] + (["--set"] if assignments else [])
         extra += [name for name, value in (("--out", out), ("--preset", preset), ("--config", config_file)) if value]
         if extra:
             raise EnasError(
@@ -101,24 +137,39 @@ def search(out, preset, config_file, resume, quiet, **settings) -> None:
             )
         run = RunDir.open(resume, kind="search")
         config = run.config
+        note_run(run.path, f"enastool search --resume {resume}")
     else:
         if out is None:
             raise EnasError("give --out RUN for a new search, or --resume RUN to continue one")
-        config = resolve_search_config(preset or "paper", given.get("space"), config_file, given)
+        chosen = preset or default_preset(SearchConfig, config_file, {**given, **set_values})
+        config = resolve_search_config(chosen, given.get("space"), config_file, {**given, **set_values},
+                                       origins=origins, check_data=True)
+        check_new_run_path(out)  # before anything loads: a used --out fails at once
+        note_run(out, f"enastool search --resume {out}", created=False)
 
     title = f"search {config.space} {config.strategy}"
-    with ProgressReporter(title, quiet=quiet) as reporter, GracefulInterrupt() as interrupt:
+    if resume is None and preset is None and chosen != "paper" and not quiet:
+        err_console.print(preset_note(title, chosen, config.dataset), markup=False, highlight=False,
+                          soft_wrap=True)
+    interrupt = GracefulInterrupt()
+    with ProgressReporter(title, quiet=quiet) as reporter:
+        reporter.status("importing torch")
+        from enastool.search.loop import SearchLoop
+
+        reporter.status(f"loading {config.dataset} and building the {config.space} supernet")
         # Device, data and sizes are checked before a new run directory is created, so a
-        # mistake there leaves no half-made run behind.
+        # mistake there leaves no half-made run behind. Until the run starts a Ctrl-C stops at
+        # once (nothing to save); from then on the first one saves a checkpoint.
         loop = SearchLoop(config, run, callback=reporter, interrupt=interrupt)
         if run is None:
-            chosen = {"out": out, "preset": preset, "config": config_file, **given}
-            command = ["enastool", "search"]  # as parsed: the options given, in a fixed order
-            for name, value in chosen.items():
-                if value is not None:
-                    command += [option_name(name), str(value)]
-            loop.run = run = RunDir.create(out, config, command=command)
-        result = loop.search(resume=resume is not None)
+            loop.run = run = RunDir.create(out, config, command=command_line(out, preset, config_file, given,
+                                                                             assignments))
+            note_run(run.path, f"enastool search --resume {run.path}")
+        with interrupt:
+            result = loop.search(resume=resume is not None)
+    summary = search_summary(run, config, result)
+    if fmt == "json":
+        click.echo(json.dumps(summary, indent=2))
     if result["interrupted"]:
         click.echo(
             f"enastool: interrupted at step {result['step']} (epoch {result['epoch'] + 1} of {config.epochs}); "
@@ -126,7 +177,7 @@ def search(out, preset, config_file, resume, quiet, **settings) -> None:
             f"continue with: enastool search --resume {run.path}",
             err=True,
         )
-        sys.exit(interrupt.exit_code or 1)
+        sys.exit(interrupt.exit_code or EXIT_FAILED)
     if not quiet:
         err_console.print(
             f"{title}: {result['epoch']} epochs in {run.path}; next: enastool derive {run.path}",
@@ -134,7 +185,37 @@ def search(out, preset, config_file, resume, quiet, **settings) -> None:
         )
 
 
-@click.command()
+def command_line(out, preset, config_file, given: dict, assignments) -> list[str]:
+    """The command as parsed: the options given, in a fixed order (run.json's ``command``)."""
+    chosen = {"out": out, "preset": preset, "config": config_file, **given}
+    command = ["enastool", "search"]
+    for name, value in chosen.items():
+        if value is not None:
+            command += [option_name(name), str(value)]
+    for text in assignments:
+        command += ["--set", text]
+    return command
+
+
+def search_summary(run, config, result: dict) -> dict:
+    """What ``--format json`` prints: the run, how it ended and where it got to."""
+    status = "interrupted" if result["interrupted"] else "finished"
+    summary = {
+        "run": str(run.path),
+        "kind": "search",
+        "status": status,
+        "space": config.space,
+        "strategy": config.strategy,
+        "dataset": config.dataset,
+        "epochs": config.epochs,
+        **{key: value for key, value in result.items() if key != "interrupted"},
+    }
+    summary["next"] = (f"enastool search --resume {run.path}" if result["interrupted"]
+                       else f"enastool derive {run.path}")
+    return summary
+
+
+@click.command(epilog=EXIT_HELP)
 @click.argument("run", metavar="RUN")
 @click.option("--samples", type=click.IntRange(1, MAX_COUNT), default=None,
               help="Architectures to sample and score (default: the run's derive_samples).")
@@ -152,19 +233,24 @@ def search(out, preset, config_file, resume, quiet, **settings) -> None:
 def derive(run, samples, top, batches, fmt, seed, device, quiet) -> None:
     """Sample architectures from search RUN, score them with its shared weights, print the best.
 
+    The best go to stdout as records (or JSON with their scores), the ranking table to stderr.
+
     \b
-    enastool derive runs/demo | enastool render - -o best.png
-    enastool derive runs/demo --samples 200 --top 5 --format json
+    Examples:
+      enastool derive runs/demo | enastool render - -o best.png
+      enastool derive runs/demo --samples 200 --top 5 --format json
     """
     from enastool.encoding.textio import format_record
-    from enastool.search.derive import derive as run_derive
-    from enastool.search.derive import open_search_run
-
-    if batches is None:
-        batches = open_search_run(run).config.derive_batches
 
     reporter = ProgressReporter(f"derive {run}", quiet=quiet)
     with reporter:
+        reporter.status("importing torch")
+        from enastool.search.derive import derive as run_derive
+        from enastool.search.derive import open_search_run
+
+        if batches is None:
+            batches = open_search_run(run).config.derive_batches
+        reporter.status("loading the run's shared weights and data")
         # Per-architecture events make a bar on a terminal; in a log they would be noise.
         ranked = run_derive(run, samples=samples, batches=batches, seed=seed, device=device,
                             callback=reporter if reporter.live else None)

@@ -25,6 +25,7 @@ Nothing here imports torch at module level, so ``--help`` is instant.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -37,20 +38,37 @@ from enastool.config import DATASETS, DTYPES, MAX_BATCH_SIZE, MAX_COUNT, PRESETS
 from enastool.runs import CHECKPOINT_CHOICES, EVAL_SPLITS, GracefulInterrupt  # no torch import
 
 from .common import from_option, load_input, load_single, space_option
-from .console import fail
+from .console import EXIT_HELP, EXIT_INTERRUPTED, RUN_EXIT_HELP, fail, note_run
 from .progress import ProgressReporter
 
 TITLE = "train-final"
-DEFAULT_PRESET = "paper"
-# Trainer events the display leaves out: a checkpoint is written every epoch (noise), and the
-# command prints its own closing summary instead of the "done" event.
-HIDDEN_EVENTS = ("checkpoint", "done")
+# Trainer events the display leaves out: the command prints its own closing summary instead
+# of the "done" event (checkpoint events the reporter leaves out itself).
+HIDDEN_EVENTS = ("done",)
 # Under torchrun a Ctrl-C reaches every worker twice: from the terminal and again forwarded by
 # the launcher. A repeat within this many seconds is the same request, not "stop right now".
 FORWARDED_SIGNAL_WINDOW_S = 5.0
+# torchrun's environment (enastool.train.distributed reads and checks it once torch is loaded).
+ENV_RANK, ENV_WORLD_SIZE = "RANK", "WORLD_SIZE"
 # Options that may change on --resume (where the run executes, not what it computes).
 RESUME_CHANGEABLE = ("device", "data_dir")
-EXIT_INTERRUPTED = 130  # SIGINT's status, if the signal is somehow unknown
+FORMATS = ("text", "json")
+# Options renamed because their old names could be misread: (old, new, what the new one takes).
+RENAMED_OPTIONS = {
+    "--drop-path": ("--drop-path-keep", "the drop-path KEEP probability, where timm and DARTS take "
+                    "a drop rate: a drop rate r is --drop-path-keep 1-r (1.0 = off)"),
+    "--keep-prob": ("--dropout-keep", "the keep probability of the dropout before the classifier: "
+                    "a dropout rate r is --dropout-keep 1-r"),
+}
+
+
+def refuse_renamed(ctx: click.Context, param: click.Parameter, value) -> None:
+    """The callback of a renamed option's old name: one line naming the new one."""
+    if value is None:
+        return
+    old = param.opts[0]
+    new, meaning = RENAMED_OPTIONS[old]
+    raise click.UsageError(f"{old} is now {new}: it takes {meaning}", ctx=ctx)
 
 
 def config_option(*names: str, field: str, **kwargs):
@@ -67,8 +85,12 @@ OVERRIDE_OPTIONS = [
     config_option("--batch-size", field="batch_size", type=int),
     config_option("--cutout", field="cutout", type=int),
     config_option("--aux-weight", field="aux_weight", type=float),
-    config_option("--drop-path", field="drop_path_keep", type=float),
-    config_option("--keep-prob", field="keep_prob", type=float),
+    config_option("--drop-path-keep", field="drop_path_keep", type=float),
+    config_option("--dropout-keep", field="keep_prob", type=float),
+    # The old names, hidden; their own parameter names (not keep_prob) so they shadow nothing.
+    *[click.option(old, "renamed_" + old.strip("-").replace("-", "_"), type=str, default=None, hidden=True,
+                   expose_value=False, callback=refuse_renamed)
+      for old in RENAMED_OPTIONS],
     config_option("--lr-max", field="lr_max", type=float),
     config_option("--lr-min", field="lr_min", type=float),
     config_option("--l2", field="l2", type=float),
@@ -95,7 +117,7 @@ def override_options(command):
 # --------------------------------------------------------------------------------------------
 
 
-@click.command("train-final")
+@click.command("train-final", epilog=RUN_EXIT_HELP)
 @click.argument("source", metavar="[SOURCE]", required=False)
 @space_option
 @from_option
@@ -106,43 +128,61 @@ def override_options(command):
 @click.option("--out", "out", metavar="RUN", type=click.Path(), default=None,
               help="New run directory (absent or empty).")
 @click.option("--preset", type=click.Choice(PRESETS), default=None,
-              help=f"Settings to start from: paper (the authors') or smoke (digits in a minute). Default {DEFAULT_PRESET}.")
+              help="Settings to start from: paper (the authors'; the default with a data directory, "
+                   "CIFAR-10) or smoke (a minute on a CPU; the default on the embedded digits).")
 @click.option("--config", "config_file", metavar="FILE.toml", type=click.Path(dir_okay=False), default=None,
               help="TOML file of settings (a [final] table or flat keys); options given here win.")
 @click.option("--device", default=None, help=FinalConfig.help("device"))
 @override_options
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
+              help="Set any setting of config.toml, e.g. --set lr_t0=20 (repeatable; typed and checked "
+                   "like the file's values; none unsets one that may be unset).")
 @click.option("--resume", metavar="RUN", type=click.Path(), default=None,
               help="Continue RUN from its last.pt with its own config (SOURCE optional).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
+              help="json: one summary object on stdout at the end (run, status, test and best "
+                   "figures, epochs, seconds); text: nothing on stdout.")
 @click.option("--quiet", is_flag=True,
               help="No progress and no summary (errors, and how to resume after an interruption, still print).")
-def train_final(source, space, from_format, dataset, data_dir, out, preset, config_file, device, resume,
-                quiet, **overrides):
+def train_final(source, space, from_format, dataset, data_dir, out, preset, config_file, device, assignments,
+                resume, fmt, quiet, **overrides):
     """Train the one architecture in SOURCE from scratch; report test accuracy as it goes.
 
     SOURCE is a file or - (stdin) holding exactly one architecture record, in any text form
     enastool reads. The run directory RUN gets config.toml, metrics.jsonl, arch.txt and the
-    checkpoints last.pt and best.pt. Ctrl-C (or SIGTERM) saves last.pt and exits 130 (143);
-    --resume RUN continues exactly. Nothing is printed on stdout: the trained architecture
-    is RUN/arch.txt.
+    checkpoints last.pt and best.pt. Progress and a closing line go to stderr; stdout stays
+    empty (the trained architecture is RUN/arch.txt) unless --format json asks for a summary.
+    Ctrl-C (or SIGTERM) saves last.pt and exits 130 (143); --resume RUN continues exactly.
 
     \b
-    enastool derive runs/s --top 1 | enastool train-final - --preset smoke --out runs/f
-    torchrun --nproc-per-node 2 --no-python enastool train-final best.arch --out runs/f
+    Examples:
+      enastool derive runs/s | enastool train-final - --out runs/f     # smoke preset on digits
+      enastool train-final best.arch --data-dir data --out runs/f --set lr_t0=20 --format json
+      torchrun --nproc-per-node 2 --no-python enastool train-final best.arch --data-dir data --out runs/f
     """
+    from enastool.config import default_preset, parse_assignment
     from enastool.runs import RunDir
-    from enastool.train import distributed
 
     overrides.update(dataset=dataset, data_dir=data_dir, device=device)
-    launched = distributed.env_info()
-    if source == "-" and launched.enabled:
+    launched = launched_processes()
+    if source == "-" and launched > 1:
         fail("under torchrun SOURCE must be a file: the processes cannot share one stdin; "
              "save the record first (... | tee best.arch) and pass best.arch")
+    set_values, origins = {}, {}
+    for text in assignments:
+        key, value = parse_assignment(FinalConfig, text)
+        if key == "arch":
+            fail(f"--set {text}: the architecture is SOURCE; give it as a file or -")
+        if overrides.get(key) is not None:
+            fail(f"--set {text} and its option both set {key}; give one of them")
+        set_values[key], origins[key] = value, f"--set {text}"
 
     if resume is not None:
         if out is not None and Path(out).resolve() != Path(resume).resolve():
             fail(f"--out {out} and --resume {resume}: a resumed run continues in its own folder; drop --out")
         given = sorted(k for k, v in overrides.items() if v is not None and k not in RESUME_CHANGEABLE)
         given += [name for name, value in (("preset", preset), ("config", config_file)) if value is not None]
+        given += ["set"] if assignments else []
         if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
             fail(f"--resume {resume} continues with the run's own settings (its config.toml); drop {flags}")
@@ -153,67 +193,113 @@ def train_final(source, space, from_format, dataset, data_dir, out, preset, conf
             config.validate({k: "command line" for k in changes})
         arch = load_single(source, space, from_format) if source is not None else None
         run_path = resume
+        note_run(run_path, f"enastool train-final --resume {run_path}")
     else:
         if out is None:
             fail("--out RUN is required: the new run directory (or continue one with --resume RUN)")
         if source is None:
-            if sys.stdin.isatty() or launched.enabled:
+            if sys.stdin.isatty() or launched > 1:
                 fail("SOURCE is missing: give a file holding one architecture, or - to read a pipe")
             source = "-"
         arch = load_single(source, space, from_format)
         from enastool.config import resolve_final_config
 
-        config = resolve_final_config(preset or DEFAULT_PRESET, arch.space, config_file, overrides, arch=arch)
+        settings = {**overrides, **set_values}
+        chosen = preset or default_preset(FinalConfig, config_file, settings)
+        config = resolve_final_config(chosen, arch.space, config_file, settings, arch=arch, origins=origins,
+                                      check_data=True)
         check_new_run_dir(out)
         run_path = out
+        note_run(run_path, f"enastool train-final --resume {run_path}", created=False)
+        if preset is None and chosen != "paper" and not quiet and launched_rank() == 0:
+            click.echo(f"{TITLE}: preset {chosen}, the default on the embedded {config.dataset} data set "
+                       "(--data-dir DIR for CIFAR-10 with the paper preset, or --preset to choose)", err=True)
 
     result, is_main = run_training(arch, config, run_path, resume=resume is not None, quiet=quiet)
-    show = is_main and not quiet
+    if is_main and fmt == "json":
+        click.echo(json.dumps(final_summary(result, config, run_path), indent=2))
     if result["interrupted"]:
         if is_main:  # even under --quiet: the run is unfinished, and this says how to go on
             click.echo(f"{TITLE}: interrupted at epoch {result['epoch']}, step {result['step']}; "
                        f"last.pt saved. Continue with: enastool train-final --resume {run_path}", err=True)
         sys.exit(result["exit_code"])  # every rank agreed to stop: each exits the same way
-    if show:
+    if is_main and not quiet:
         click.echo(summary_line(result, run_path), err=True)
+
+
+def launched_rank() -> int:
+    """This process's torchrun rank, read without importing torch (the display starts before
+    torch loads); ``distributed.env_info`` checks the environment properly afterwards."""
+    try:
+        return int(os.environ.get(ENV_RANK) or 0)
+    except ValueError:
+        return 0
+
+
+def launched_processes() -> int:
+    try:
+        return int(os.environ.get(ENV_WORLD_SIZE) or 1)
+    except ValueError:
+        return 1
+
+
+def final_summary(result: dict, config, run_path) -> dict:
+    """What ``--format json`` prints: the run, how it ended and its figures (the trainer's
+    result: test_accuracy and best_accuracy for images, test_ppl and best_valid_ppl for rnn)."""
+    return {
+        "run": str(run_path),
+        "kind": "final",
+        "status": "interrupted" if result["interrupted"] else "finished",
+        "space": config.space,
+        "arch": f"{config.space} {config.arch}",
+        "dataset": config.dataset,
+        "epochs": config.epochs,
+        **{key: value for key, value in result.items() if key not in ("interrupted", "exit_code")},
+    }
 
 
 def run_training(arch, config, run_path, *, resume: bool, quiet: bool) -> tuple[dict, bool]:
     """Join the torchrun job if there is one, open or create the run, train.
 
     Returns the trainer's result and whether this process is rank 0 (the one that reports)."""
-    from enastool.runs import RunDir
-    from enastool.train import distributed
-    from enastool.train.trainer import build_final_trainer
+    # soft_wrap: a log line longer than the (assumed 80-column) log file is not broken up.
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    reporter = ProgressReporter(TITLE, quiet=quiet or launched_rank() != 0, console=console)
 
-    info, _ = distributed.init_distributed(config.device)
-    try:
-        # Every rank checked the folder above; nobody creates it before all have looked.
-        distributed.barrier()
-        run = RunDir.open(run_path, kind="final") if resume else None
-        # soft_wrap: a log line longer than the (assumed 80-column) log file is not broken up.
-        console = Console(stderr=True, highlight=False, soft_wrap=True)
-        reporter = ProgressReporter(TITLE, quiet=quiet or not info.is_main, console=console)
+    def show(event: dict) -> None:
+        if event.get("kind") not in HIDDEN_EVENTS:
+            reporter(event)
 
-        def show(event: dict) -> None:
-            if event.get("kind") not in HIDDEN_EVENTS:
-                reporter(event)
+    with reporter:
+        reporter.status("importing torch")
+        from enastool.runs import RunDir
+        from enastool.train import distributed
+        from enastool.train.trainer import build_final_trainer
 
-        with LaunchedInterrupt(forwarded=info.enabled) as interrupt, reporter:
+        info, _ = distributed.init_distributed(config.device)
+        try:
+            # Every rank checked the folder above; nobody creates it before all have looked.
+            distributed.barrier()
+            run = RunDir.open(run_path, kind="final") if resume else None
+            interrupt = LaunchedInterrupt(forwarded=info.enabled)
             stop = RankAgreement(interrupt, every=config.log_every)
+            reporter.status(f"loading {config.dataset} and building the network")
             # Built before a new run directory exists: bad data, network or batch settings
-            # leave nothing behind that would block the corrected command.
+            # leave nothing behind that would block the corrected command. Until training
+            # starts a Ctrl-C stops at once (nothing to save); then the first one saves last.pt.
             trainer = build_final_trainer(arch, config, run, callback=show, interrupt=stop)
             if not resume:
                 trainer.run = distributed.setup_run_dir(run_path, config, resume=False, kind="final",
                                                         command=command_line())
-            result = trainer.train(resume)
-        # Leave the group together: a rank that tears it down while rank 0 still saves aborts.
-        distributed.barrier()
-        if result["interrupted"]:
-            result["exit_code"] = interrupt.exit_code or EXIT_INTERRUPTED
-    finally:
-        distributed.cleanup()
+                note_run(run_path, f"enastool train-final --resume {run_path}")
+            with interrupt:
+                result = trainer.train(resume)
+            # Leave the group together: a rank that tears it down while rank 0 still saves aborts.
+            distributed.barrier()
+            if result["interrupted"]:
+                result["exit_code"] = interrupt.exit_code or EXIT_INTERRUPTED
+        finally:
+            distributed.cleanup()
     return result, info.is_main
 
 
@@ -295,7 +381,7 @@ class RankAgreement:
 # --------------------------------------------------------------------------------------------
 
 
-@click.command("evaluate")
+@click.command("evaluate", epilog=EXIT_HELP)
 @click.argument("run_path", metavar="RUN", type=click.Path())
 @click.option("--arch", "arch_source", metavar="SOURCE", default=None,
               help="Search run only: score the architectures in SOURCE with its shared weights.")
@@ -324,7 +410,13 @@ def evaluate(run_path, arch_source, space, from_format, dataset, data_dir, split
 
     With a search run and --arch SOURCE: one score per architecture in SOURCE, measured with
     the run's shared weights. JSON keys: accuracy, loss, params, images (and run, checkpoint,
-    epoch, dataset, split, tta, arch, params_without_aux).
+    epoch, dataset, split, tta, arch, params_without_aux). The table or the JSON is this
+    command's data: it goes to stdout.
+
+    \b
+    Examples:
+      enastool evaluate runs/f --format json
+      enastool derive runs/s --top 3 | enastool evaluate runs/s --arch -
     """
     from enastool.runs import RunDir
 
