@@ -8,6 +8,7 @@ import click
 
 from enastool.encoding import SPACES
 from enastool.encoding.textio import read_source
+from enastool.errors import EnasError
 
 from .console import fail_many
 
@@ -32,6 +33,40 @@ def say_if_waiting(source: str) -> None:
     """On a terminal, say that SOURCE - waits for typed input (else it looks like a hang)."""
     if source == STDIN and stdin_is_terminal():
         click.echo(WAITING, err=True)
+
+
+# --------------------------------------------------------------------------- --set KEY=VALUE
+def set_option(example: str):
+    """The ``--set KEY=VALUE`` option of a run command (``example``: an assignment for its help)."""
+    return click.option(
+        "--set", "assignments", multiple=True, metavar="KEY=VALUE",
+        help=f"Set any setting of config.toml, e.g. --set {example} (repeatable; typed and checked "
+             "like the file's values; none unsets one that may be unset).",
+    )
+
+
+def preset_note(title: str, preset: str, dataset: str) -> str:
+    """The line saying which preset a command chose because none was given."""
+    return (f"{title}: preset {preset}, the default on the embedded {dataset} data set (--data-dir DIR "
+            "for CIFAR-10 with the paper preset, or --preset to choose)")
+
+
+def parse_assignments(cls, assignments, given: dict) -> tuple[dict, dict]:
+    """The values of ``--set KEY=VALUE`` (typed by config class ``cls``) and their origins for
+    error messages; a key that an option also set (``given``: field -> value) is refused, since
+    which one wins would not be obvious."""
+    from enastool.config import parse_assignment
+
+    ctx = click.get_current_context(silent=True)
+    flags = {param.name: param.opts[0] for param in ctx.command.params if param.opts} if ctx else {}
+    values, origins = {}, {}
+    for text in assignments:
+        key, value = parse_assignment(cls, text)
+        if given.get(key) is not None:
+            flag = flags.get(key, "--" + key.replace("_", "-"))
+            raise EnasError(f"--set {text} and {flag} both set {key}; give one of them")
+        values[key], origins[key] = value, f"--set {text}"
+    return values, origins
 
 
 def load_records(source: str, space: str | None):

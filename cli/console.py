@@ -37,6 +37,7 @@ from rich.console import Console
 from enastool import __version__
 from enastool.atomic import human_bytes
 from enastool.errors import EnasError
+from enastool.runs import LAST_CHECKPOINT, SecondSignal  # no torch import
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -133,7 +134,7 @@ def stopped_message() -> str:
         return ""
     if not _run.created:
         return f"; nothing was written to {_run.path}: run the command again"
-    checkpoint = _run.path / "last.pt"
+    checkpoint = _run.path / LAST_CHECKPOINT
     kept = (f"its last checkpoint {checkpoint} is kept" if checkpoint.is_file()
             else "it has no checkpoint yet and starts over")
     return f"; {kept}; continue with: {_run.resume}"
@@ -141,8 +142,9 @@ def stopped_message() -> str:
 
 def interrupted(error: KeyboardInterrupt) -> None:
     """A Ctrl-C (or SIGTERM) that reached the top: one line, the resume hint, 128 + signal."""
-    code = getattr(error, "exit_code", EXIT_INTERRUPTED)  # runs.SecondSignal knows its signal
-    what = "interrupted again: stopped at once without saving" if _run and _run.created else "interrupted"
+    again = isinstance(error, SecondSignal)  # the first one asked a run to save and stop
+    code = error.exit_code if again else EXIT_INTERRUPTED
+    what = "interrupted again: stopped at once without saving" if again else "interrupted"
     click.echo(f"enastool: {what}{stopped_message()}", err=True)
     sys.exit(code)
 

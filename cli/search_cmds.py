@@ -1,8 +1,10 @@
 """``enastool search`` and ``enastool derive``.
 
-search: resolve the configuration (defaults < --preset < --config TOML < options), create the
-run directory, run the search with a progress display on stderr; Ctrl-C / SIGTERM save a
-checkpoint and exit 130 / 143, and ``--resume RUN`` continues it.
+search: resolve the configuration (defaults < --preset < --config TOML < options and --set;
+without --preset the data set picks it, see ``enastool.config.default_preset``), refuse what
+cannot work before torch loads, create the run directory, run the search with a progress
+display on stderr; Ctrl-C / SIGTERM save a checkpoint and exit 130 / 143, and ``--resume RUN``
+continues it. stdout stays empty, or holds one JSON summary with ``--format json``.
 
 derive: sample and score architectures from a search run; the best go to stdout as records
 (or JSON with their scores), the ranking to stderr, so ``enastool derive RUN | enastool
@@ -16,10 +18,13 @@ import sys
 
 import click
 
-from enastool.config import DATASETS, DTYPES, MAX_COUNT, MAX_SEED, PRESETS, STRATEGIES, SearchConfig
+from enastool.config import (
+    DATASETS, DTYPES, MAX_COUNT, MAX_SEED, PAPER_PRESET, PRESETS, STRATEGIES, SearchConfig,
+)
 from enastool.encoding import SPACES
 from enastool.errors import EnasError
 
+from .common import parse_assignments, preset_note, set_option
 from .console import EXIT_FAILED, EXIT_HELP, RUN_EXIT_HELP, err_console, note_run
 from .progress import ProgressReporter
 
@@ -66,33 +71,12 @@ def config_options(command):
     return command
 
 
-SET_HELP = ("Set any setting of config.toml, e.g. --set controller_lr=1e-3 (repeatable; typed and "
-            "checked like the file's values; none unsets one that may be unset).")
 FORMATS = ("text", "json")
-
-
-def parse_assignments(cls, assignments, given: dict) -> tuple[dict, dict]:
-    """The values of ``--set KEY=VALUE`` (typed by ``cls``) and their origins; a key also set
-    by its own option is refused (which one would win is not obvious)."""
-    from enastool.config import parse_assignment
-
-    values, origins = {}, {}
-    for text in assignments:
-        key, value = parse_assignment(cls, text)
-        if key in given:
-            raise EnasError(f"--set {text} and {option_name(key)} both set {key}; give one of them")
-        values[key], origins[key] = value, f"--set {text}"
-    return values, origins
-
-
-def preset_note(title: str, preset: str, dataset: str) -> str:
-    return (f"{title}: preset {preset}, the default on the embedded {dataset} data set (--data-dir DIR "
-            "for CIFAR-10 with the paper preset, or --preset to choose)")
 
 
 @click.command(epilog=RUN_EXIT_HELP)
 @config_options
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@set_option("controller_lr=1e-3")
 @click.option("--out", type=click.Path(), default=None,
               help="New run directory (absent or empty).")
 @click.option("--preset", type=click.Choice(PRESETS), default=None,
@@ -125,7 +109,7 @@ def search(out, preset, config_file, resume, assignments, fmt, quiet, **settings
     from enastool.runs import LAST_CHECKPOINT, GracefulInterrupt, RunDir, check_new_run_path
 
     given = {field: value for field, value in settings.items() if value is not None}
-    set_values, origins = parse_assignments(SearchConfig, assignments, given)
+    set_values, origins = parse_assignments(SearchConfig, assignments, given)  # refuses clashes with options
     run = None
     if resume is not None:
         extra = [option_name(field) for field in given] + (["--set"] if assignments else [])
@@ -148,7 +132,7 @@ def search(out, preset, config_file, resume, assignments, fmt, quiet, **settings
         note_run(out, f"enastool search --resume {out}", created=False)
 
     title = f"search {config.space} {config.strategy}"
-    if resume is None and preset is None and chosen != "paper" and not quiet:
+    if resume is None and preset is None and chosen != PAPER_PRESET and not quiet:
         err_console.print(preset_note(title, chosen, config.dataset), markup=False, highlight=False,
                           soft_wrap=True)
     interrupt = GracefulInterrupt()

@@ -5,9 +5,14 @@ finished final run back (or scores architectures with a search run's shared weig
 
 Choices a user sees:
 
-- stdout stays empty for train-final: its product is the run directory. The architecture it
-  trained is RUN/arch.txt, itself a SOURCE for every other command. Progress and the closing
-  one-line summary (final and best test accuracy) go to stderr.
+- stdout stays empty for train-final: its product is the run directory (``--format json``
+  prints one summary object there when it ends). The architecture it trained is RUN/arch.txt,
+  itself a SOURCE for every other command. Progress and the closing one-line summary (final
+  and best test accuracy) go to stderr.
+- Without --preset the data set picks it (smoke on the embedded digits, paper on CIFAR-10);
+  settings that cannot work on the data set are refused before torch loads. ``--set KEY=VALUE``
+  reaches any setting. Keep probabilities say so: ``--drop-path-keep``, ``--dropout-keep``
+  (the old ``--drop-path`` and ``--keep-prob`` are refused with the new names).
 - ``--resume RUN`` continues from RUN/last.pt with the run's own config; SOURCE may then be
   left out. Only ``--device``, ``--data-dir`` and ``--quiet`` may change on resume (where it
   runs and where the data lives, not what it trains).
@@ -34,10 +39,12 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from enastool.config import DATASETS, DTYPES, MAX_BATCH_SIZE, MAX_COUNT, PRESETS, FinalConfig
+from enastool.config import DATASETS, DTYPES, MAX_BATCH_SIZE, MAX_COUNT, PAPER_PRESET, PRESETS, FinalConfig
 from enastool.runs import CHECKPOINT_CHOICES, EVAL_SPLITS, GracefulInterrupt  # no torch import
 
-from .common import from_option, load_input, load_single, space_option
+from .common import (
+    from_option, load_input, load_single, parse_assignments, preset_note, set_option, space_option,
+)
 from .console import EXIT_HELP, EXIT_INTERRUPTED, RUN_EXIT_HELP, fail, note_run
 from .progress import ProgressReporter
 
@@ -134,9 +141,7 @@ def override_options(command):
               help="TOML file of settings (a [final] table or flat keys); options given here win.")
 @click.option("--device", default=None, help=FinalConfig.help("device"))
 @override_options
-@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE",
-              help="Set any setting of config.toml, e.g. --set lr_t0=20 (repeatable; typed and checked "
-                   "like the file's values; none unsets one that may be unset).")
+@set_option("lr_t0=20")
 @click.option("--resume", metavar="RUN", type=click.Path(), default=None,
               help="Continue RUN from its last.pt with its own config (SOURCE optional).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
@@ -160,7 +165,7 @@ def train_final(source, space, from_format, dataset, data_dir, out, preset, conf
       enastool train-final best.arch --data-dir data --out runs/f --set lr_t0=20 --format json
       torchrun --nproc-per-node 2 --no-python enastool train-final best.arch --data-dir data --out runs/f
     """
-    from enastool.config import default_preset, parse_assignment
+    from enastool.config import default_preset
     from enastool.runs import RunDir
 
     overrides.update(dataset=dataset, data_dir=data_dir, device=device)
@@ -168,14 +173,9 @@ def train_final(source, space, from_format, dataset, data_dir, out, preset, conf
     if source == "-" and launched > 1:
         fail("under torchrun SOURCE must be a file: the processes cannot share one stdin; "
              "save the record first (... | tee best.arch) and pass best.arch")
-    set_values, origins = {}, {}
-    for text in assignments:
-        key, value = parse_assignment(FinalConfig, text)
-        if key == "arch":
-            fail(f"--set {text}: the architecture is SOURCE; give it as a file or -")
-        if overrides.get(key) is not None:
-            fail(f"--set {text} and its option both set {key}; give one of them")
-        set_values[key], origins[key] = value, f"--set {text}"
+    set_values, origins = parse_assignments(FinalConfig, assignments, overrides)  # refuses clashes with options
+    if "arch" in set_values:
+        fail(f"{origins['arch']}: the architecture is SOURCE; give it as a file or -")
 
     if resume is not None:
         if out is not None and Path(out).resolve() != Path(resume).resolve():
@@ -211,9 +211,8 @@ def train_final(source, space, from_format, dataset, data_dir, out, preset, conf
         check_new_run_dir(out)
         run_path = out
         note_run(run_path, f"enastool train-final --resume {run_path}", created=False)
-        if preset is None and chosen != "paper" and not quiet and launched_rank() == 0:
-            click.echo(f"{TITLE}: preset {chosen}, the default on the embedded {config.dataset} data set "
-                       "(--data-dir DIR for CIFAR-10 with the paper preset, or --preset to choose)", err=True)
+        if preset is None and chosen != PAPER_PRESET and not quiet and launched_rank() == 0:
+            click.echo(preset_note(TITLE, chosen, config.dataset), err=True)
 
     result, is_main = run_training(arch, config, run_path, resume=resume is not None, quiet=quiet)
     if is_main and fmt == "json":
@@ -437,10 +436,13 @@ def evaluate(run_path, arch_source, space, from_format, dataset, data_dir, split
              "architectures with a search run's shared weights: drop --arch")
     if batches is not None:
         fail(f"--batches: only for search runs; {run_path} is a final run")
-    from enastool.train.evaluate import evaluate_final_run
+    with status_display(f"evaluate {run_path}") as reporter:
+        reporter.status("importing torch")
+        from enastool.train.evaluate import evaluate_final_run
 
-    report = evaluate_final_run(run, dataset=dataset, data_dir=data_dir, split=split or "test",
-                                checkpoint=checkpoint, tta=tta, batch_size=batch_size, device=device)
+        reporter.status("loading the network and the data")
+        report = evaluate_final_run(run, dataset=dataset, data_dir=data_dir, split=split or "test",
+                                    checkpoint=checkpoint, tta=tta, batch_size=batch_size, device=device)
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
     else:
@@ -462,14 +464,20 @@ def print_rows(rows) -> None:
         click.echo(f"{name.ljust(width)}  {value}")
 
 
+def status_display(title: str) -> ProgressReporter:
+    """A loading line and bar on a terminal, nothing elsewhere (evaluate's stderr stays clean)."""
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
+    return ProgressReporter(title, quiet=not console.is_terminal, console=console)
+
+
 def score_search_run(run, arch_source, space, from_format, batches, device, fmt) -> None:
     """One shared-weight score per architecture of ``arch_source`` (search runs), on stdout."""
-    from enastool.search.derive import score_architectures
-
     archs = [record.arch for record in load_input(arch_source, space, from_format)]
-    console = Console(stderr=True, highlight=False, soft_wrap=True)
-    reporter = ProgressReporter("evaluate", quiet=not console.is_terminal, console=console)
-    with reporter:
+    with status_display("evaluate") as reporter:
+        reporter.status("importing torch")
+        from enastool.search.derive import score_architectures
+
+        reporter.status("loading the shared weights and the data")
         scores = score_architectures(run.path, archs, batches=batches, device=device, callback=reporter)
     rows = [{"arch": f"{a.space} {a.format()}", "score": float(s)} for a, s in zip(archs, scores)]
     if fmt == "json":

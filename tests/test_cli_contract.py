@@ -277,6 +277,12 @@ def test_bad_set_values_are_one_line_naming_the_key(tmp_path, args, fragment):
     assert line == f"enastool: error: {fragment}"
 
 
+def test_set_and_the_option_of_the_same_setting_are_refused_by_the_option_name(tmp_path, arch_file):
+    line = one_error_line(invoke("train-final", arch_file, "--out", tmp_path / "f", "--dropout-keep", "0.9",
+                                 "--set", "keep_prob=0.8"))
+    assert line == "enastool: error: --set keep_prob=0.8 and --dropout-keep both set keep_prob; give one of them"
+
+
 def test_set_none_unsets_a_setting_a_config_file_set(tmp_path):
     config_file = tmp_path / "c.toml"
     config_file.write_text("val_size = 300\n")
