@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -77,7 +78,10 @@ def config_options(command):
 @click.option("--resume", type=click.Path(file_okay=False), default=None,
               help="Continue the search in this run directory with its own configuration.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
-def search(out, preset, config_file, resume, quiet, **settings) -> None:
+@click.option("--tensorboard", is_flag=True,
+              help="Also log the metrics to RUN/tensorboard (needs enastool[tensorboard]); a "
+                   "resumed run keeps logging there.")
+def search(out, preset, config_file, resume, quiet, tensorboard, **settings) -> None:
     """Search architectures with shared weights (enas, random or oneshot).
 
     \b
@@ -85,9 +89,12 @@ def search(out, preset, config_file, resume, quiet, **settings) -> None:
     enastool search --resume runs/demo          # after Ctrl-C (exit 130) or SIGTERM (143)
     """
     from enastool.config import resolve_search_config
+    from enastool.logs import TENSORBOARD_DIR, check_tensorboard
     from enastool.runs import LAST_CHECKPOINT, GracefulInterrupt, RunDir
     from enastool.search.loop import SearchLoop, check_single_process
 
+    if tensorboard:  # before anything loads
+        check_tensorboard(Path(out or resume or ".") / TENSORBOARD_DIR)
     given = {field: value for field, value in settings.items() if value is not None}
     check_single_process()
     run = None
@@ -118,7 +125,10 @@ def search(out, preset, config_file, resume, quiet, **settings) -> None:
                 if value is not None:
                     command += [option_name(name), str(value)]
             loop.run = run = RunDir.create(out, config, command=command)
-        result = loop.search(resume=resume is not None)
+        if tensorboard:
+            run.enable_tensorboard()
+        with run.tracking():
+            result = loop.search(resume=resume is not None)
     if result["interrupted"]:
         click.echo(
             f"enastool: interrupted at step {result['step']} (epoch {result['epoch'] + 1} of {config.epochs}); "

@@ -24,6 +24,7 @@ Nothing here imports torch at module level, so ``--help`` is instant.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -115,8 +116,11 @@ def override_options(command):
               help="Continue RUN from its last.pt with its own config (SOURCE optional).")
 @click.option("--quiet", is_flag=True,
               help="No progress and no summary (errors, and how to resume after an interruption, still print).")
+@click.option("--tensorboard", is_flag=True,
+              help="Also log the metrics to RUN/tensorboard (needs enastool[tensorboard]); a "
+                   "resumed run keeps logging there.")
 def train_final(source, space, from_format, dataset, data_dir, out, preset, config_file, device, resume,
-                quiet, **overrides):
+                quiet, tensorboard, **overrides):
     """Train the one architecture in SOURCE from scratch; report test accuracy as it goes.
 
     SOURCE is a file or - (stdin) holding exactly one architecture record, in any text form
@@ -129,9 +133,12 @@ def train_final(source, space, from_format, dataset, data_dir, out, preset, conf
     enastool derive runs/s --top 1 | enastool train-final - --preset smoke --out runs/f
     torchrun --nproc-per-node 2 --no-python enastool train-final best.arch --out runs/f
     """
+    from enastool.logs import TENSORBOARD_DIR, check_tensorboard
     from enastool.runs import RunDir
     from enastool.train import distributed
 
+    if tensorboard:  # before anything loads
+        check_tensorboard(Path(out or resume or ".") / TENSORBOARD_DIR)
     overrides.update(dataset=dataset, data_dir=data_dir, device=device)
     launched = distributed.env_info()
     if source == "-" and launched.enabled:
@@ -167,7 +174,8 @@ def train_final(source, space, from_format, dataset, data_dir, out, preset, conf
         check_new_run_dir(out)
         run_path = out
 
-    result, is_main = run_training(arch, config, run_path, resume=resume is not None, quiet=quiet)
+    result, is_main = run_training(arch, config, run_path, resume=resume is not None, quiet=quiet,
+                                   tensorboard=tensorboard)
     show = is_main and not quiet
     if result["interrupted"]:
         if is_main:  # even under --quiet: the run is unfinished, and this says how to go on
@@ -178,10 +186,13 @@ def train_final(source, space, from_format, dataset, data_dir, out, preset, conf
         click.echo(summary_line(result, run_path), err=True)
 
 
-def run_training(arch, config, run_path, *, resume: bool, quiet: bool) -> tuple[dict, bool]:
+def run_training(arch, config, run_path, *, resume: bool, quiet: bool,
+                 tensorboard: bool = False) -> tuple[dict, bool]:
     """Join the torchrun job if there is one, open or create the run, train.
 
-    Returns the trainer's result and whether this process is rank 0 (the one that reports)."""
+    Rank 0 keeps the run's status.json (``RunDir.tracking``) and, with ``tensorboard``, logs
+    to RUN/tensorboard too. Returns the trainer's result and whether this process is rank 0
+    (the one that reports)."""
     from enastool.runs import RunDir
     from enastool.train import distributed
     from enastool.train.trainer import build_final_trainer
@@ -207,7 +218,10 @@ def run_training(arch, config, run_path, *, resume: bool, quiet: bool) -> tuple[
             if not resume:
                 trainer.run = distributed.setup_run_dir(run_path, config, resume=False, kind="final",
                                                         command=command_line())
-            result = trainer.train(resume)
+            if info.is_main and tensorboard:
+                trainer.run.enable_tensorboard()
+            with trainer.run.tracking() if info.is_main else contextlib.nullcontext():
+                result = trainer.train(resume)
         # Leave the group together: a rank that tears it down while rank 0 still saves aborts.
         distributed.barrier()
         if result["interrupted"]:
