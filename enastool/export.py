@@ -86,7 +86,11 @@ def export_run(run_path: str | Path, out: str | Path, *, checkpoint: str | None 
     from .api import load_run
     from .runs import RunDir
 
-    kind = data_kind(RunDir.open(run_path, kind="final").config.space)
+    run = RunDir.open(run_path)
+    if run.kind != "final":
+        raise EnasError(f"{run_path} is a {run.kind} run: export writes the network of a final run; "
+                        "train the architecture first (enastool derive RUN | enastool train-final - --out FINAL)")
+    kind = data_kind(run.config.space)
     if kind not in _EXPORTABLE:
         raise EnasError(f"{run_path}: export writes final runs of the "
                         f"{', '.join(sorted(_EXPORTABLE))} spaces' networks; this is a {kind} run")
