@@ -38,6 +38,7 @@ METRICS_CSV = "metrics.csv"
 TENSORBOARD_DIR = "tensorboard"
 TENSORBOARD_PACKAGE = "tensorboard"
 TENSORBOARD_EXTRA = "pip install 'enastool[tensorboard]'"
+EVENT_FILES = "events.out.tfevents.*"  # the names SummaryWriter gives its files
 STEP_KEY = "step"
 # Record kinds with a step axis of their own: (step key, TensorBoard sub-folder). Several
 # controller updates share one shared-weight step, so they are plotted at their own count.
@@ -158,26 +159,34 @@ class TensorBoardSink:
         if found is None:
             return
         step, values = found
-        _, sub = step_axis(record)
-        writer = self.writers.get(sub)
-        if writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            writer = self.writers[sub] = SummaryWriter(
-                log_dir=str(self.folder / sub) if sub else str(self.folder),
-                purge_step=self.purge_steps.get(sub),
-            )
+        writer = self._writer(step_axis(record)[1])
         for tag, value in values.items():
             writer.add_scalar(tag, value, step)
         writer.flush()  # a record every log_every steps: cheap, and nothing waits in memory
 
+    def _writer(self, sub: str):
+        writer = self.writers.get(sub)
+        if writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # With a purge step the writer's first event tells TensorBoard to hide the events
+            # of earlier sessions from that step on.
+            writer = self.writers[sub] = SummaryWriter(
+                log_dir=str(self.folder / sub), purge_step=self.purge_steps.pop(sub, None),
+            )
+        return writer
+
     def rewrite(self, records: list[Mapping[str, Any]]) -> None:
         """The run's records were cut back to ``records`` (resume): events past the last of them,
-        on each axis, describe training about to be redone and are hidden from TensorBoard."""
+        on each axis, describe training about to be redone and are hidden from TensorBoard
+        (at once, also on an axis that gets no new record)."""
         self.close()
         for sub in {sub for _, sub in (*STEP_AXES.values(), (STEP_KEY, ""))}:
+            if not any((self.folder / sub).glob(EVENT_FILES)):
+                continue
             kept = [found[0] for r in records if step_axis(r)[1] == sub and (found := scalars(r))]
             self.purge_steps[sub] = max(kept, default=0) + 1
+            self._writer(sub).flush()
 
     def close(self) -> None:
         for writer in self.writers.values():
