@@ -218,3 +218,12 @@ def test_render_skips_on_another_space_and_bad_values_are_one_line(tmp_path):
     assert_one_line_error(invoke("render", FIXTURES / "macro_final.txt", "-o", tmp_path / "m.dot", "--rankdir", "XY"),
                           "--rankdir")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", ["runs", "plot", "export"])
+def test_the_new_commands_help_imports_neither_torch_nor_matplotlib(command):
+    code = (f"import sys; from enastool_cli.main import main; sys.argv = ['enastool', '{command}', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'matplotlib' in sys.modules, file=sys.stderr)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stderr.strip() == "False False" and "Usage: enastool " + command in out.stdout
