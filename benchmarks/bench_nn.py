@@ -90,7 +90,7 @@ from enastool.nn.recurrent import (
 )
 from enastool.runs import RunDir
 from enastool.train.device import resolve_device
-from enastool.train.evaluate import EVAL_BATCH_MULTIPLIER
+from enastool.train.evaluate import EVAL_BATCH_MULTIPLIER, network_output
 from enastool.train.trainer import train_final
 from enastool.encoding.textio import load_one
 from enastool.nn.final import build_final_network
@@ -264,7 +264,7 @@ class Runner(StepTimer):
                 self.sampled.append(arch)
                 logits, aux = self.net(self.x, arch), None
             else:
-                logits, aux = self.net(self.x)
+                logits, aux = network_output(self.net(self.x))
             loss = F.cross_entropy(logits.float(), self.y)
             if aux is not None:
                 loss = loss + AUX_WEIGHT * F.cross_entropy(aux.float(), self.y)

@@ -24,7 +24,7 @@ from enastool.encoding.macro import MAX_LAYERS
 from enastool.encoding.micro import MAX_BLOCKS
 from enastool.encoding.recurrent import MAX_NODES
 from enastool.encoding.nao import format_nao
-from enastool.encoding.render import format_for, to_dot
+from enastool.encoding.render import RANKDIRS, Layout, format_for, parse_skips, to_dot
 from enastool.encoding.render import render as render_file
 from enastool.encoding.textio import format_record, to_json
 from enastool.errors import EnasError, EncodingError
@@ -174,9 +174,25 @@ def output_paths(out: Path, numbers: list[int]) -> list[Path]:
     metavar="I",
     help="Draw only record I (1-based) into OUT.",
 )
+@click.option(
+    "--rankdir",
+    type=click.Choice(RANKDIRS, case_sensitive=False),
+    default="TB",
+    show_default=True,
+    help="TB draws top to bottom, LR left to right.",
+)
+@click.option(
+    "--skips",
+    "skips_text",
+    metavar="all|none|N",
+    default=None,
+    help="Macro: which skip edges to draw: all (default), none, or those spanning at most N "
+    "layers (e.g. 4). The layer labels list every skip either way.",
+)
 @space_option
 @from_option
-def render(source: str, out: str, index: int | None, space: str | None, from_format: str) -> None:
+def render(source: str, out: str, index: int | None, rankdir: str, skips_text: str | None,
+           space: str | None, from_format: str) -> None:
     """Draw the architectures in SOURCE (a file, or - for stdin: the default) into OUT.
 
     One record is drawn into OUT. Several records give one file each, named after OUT with
@@ -187,17 +203,24 @@ def render(source: str, out: str, index: int | None, space: str | None, from_for
     \b
     Examples:
       enastool render best.arch -o best.png
-      enastool derive runs/demo | enastool render - -o best.svg
+      enastool render fixtures/macro_final.txt -o macro.png --skips 4
+      enastool derive runs/demo | enastool render - -o best.svg --rankdir LR
     """
     fmt = format_for(out)  # a bad suffix fails before stdin is read
+    layout = Layout(rankdir.upper(), parse_skips(skips_text) if skips_text is not None else None)
     records = load_input(source, space, from_format)
     if index is not None:
         if index > len(records):
             fail(f"--index {index}: {source} has {_plural(len(records), 'record')}, expected 1..{len(records)}")
         records = [records[index - 1]]
+    if skips_text is not None:
+        other = next((r for r in records if not isinstance(r.arch, MacroArch)), None)
+        if other is not None:
+            fail(f"--skips {skips_text}: thins the skip edges of macro architectures; record "
+                 f"{other.index} is {other.arch.space}: drop --skips")
     for record, path in zip(records, output_paths(Path(out), [r.index for r in records])):
         try:
-            written = render_file(record.arch, path, fmt)
+            written = render_file(record.arch, path, fmt, layout=layout)
         except EncodingError as e:
             fail(_located(record, e))
         click.echo(f"wrote {written}", err=True)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -92,12 +93,15 @@ FORMATS = ("text", "json")
 @click.option("--quiet", is_flag=True,
               help="No progress display and no closing line (errors, and how to resume after an "
                    "interruption, still print).")
-def search(out, preset, config_file, resume, assignments, fmt, quiet, **settings) -> None:
+@click.option("--tensorboard", is_flag=True,
+              help="Also log the metrics to RUN/tensorboard (needs enastool[tensorboard]); a "
+                   "resumed run keeps logging there.")
+def search(out, preset, config_file, resume, assignments, fmt, quiet, tensorboard, **settings) -> None:
     """Search architectures with shared weights (enas, random or oneshot; rnn: enas or random).
 
     Progress goes to stderr (a bar on a terminal, one line per logged step elsewhere); the run
-    directory gets config.toml, metrics.jsonl and last.pt. Ctrl-C or SIGTERM saves last.pt and
-    exits 130 or 143; --resume RUN continues exactly.
+    directory gets config.toml, metrics.jsonl, metrics.csv, status.json and last.pt. Ctrl-C or
+    SIGTERM saves last.pt and exits 130 or 143; --resume RUN continues exactly.
 
     \b
     Examples:
@@ -106,8 +110,11 @@ def search(out, preset, config_file, resume, assignments, fmt, quiet, **settings
       enastool search --resume runs/demo --format json     # after Ctrl-C; a summary on stdout
     """
     from enastool.config import default_preset, resolve_search_config
+    from enastool.logs import TENSORBOARD_DIR, check_tensorboard
     from enastool.runs import LAST_CHECKPOINT, GracefulInterrupt, RunDir, check_new_run_path
 
+    if tensorboard:  # before anything loads
+        check_tensorboard(Path(out or resume or ".") / TENSORBOARD_DIR)
     given = {field: value for field, value in settings.items() if value is not None}
     set_values, origins = parse_assignments(SearchConfig, assignments, given)  # refuses clashes with options
     run = None
@@ -149,7 +156,9 @@ def search(out, preset, config_file, resume, assignments, fmt, quiet, **settings
             loop.run = run = RunDir.create(out, config, command=command_line(out, preset, config_file, given,
                                                                              assignments))
             note_run(run.path, f"enastool search --resume {run.path}")
-        with interrupt:
+        if tensorboard:
+            run.enable_tensorboard()
+        with interrupt, run.tracking():
             result = loop.search(resume=resume is not None)
     summary = search_summary(run, config, result)
     if fmt == "json":

@@ -29,6 +29,7 @@ Nothing here imports torch at module level, so ``--help`` is instant.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -149,8 +150,11 @@ def override_options(command):
                    "figures, epochs, seconds); text: nothing on stdout.")
 @click.option("--quiet", is_flag=True,
               help="No progress and no summary (errors, and how to resume after an interruption, still print).")
+@click.option("--tensorboard", is_flag=True,
+              help="Also log the metrics to RUN/tensorboard (needs enastool[tensorboard]); a "
+                   "resumed run keeps logging there.")
 def train_final(source, space, from_format, dataset, data_dir, out, preset, config_file, device, assignments,
-                resume, fmt, quiet, **overrides):
+                resume, fmt, quiet, tensorboard, **overrides):
     """Train the one architecture in SOURCE from scratch; report test accuracy as it goes.
 
     SOURCE is a file or - (stdin) holding exactly one architecture record, in any text form
@@ -166,8 +170,11 @@ def train_final(source, space, from_format, dataset, data_dir, out, preset, conf
       torchrun --nproc-per-node 2 --no-python enastool train-final best.arch --data-dir data --out runs/f
     """
     from enastool.config import default_preset
+    from enastool.logs import TENSORBOARD_DIR, check_tensorboard
     from enastool.runs import RunDir
 
+    if tensorboard:  # before anything loads
+        check_tensorboard(Path(out or resume or ".") / TENSORBOARD_DIR)
     overrides.update(dataset=dataset, data_dir=data_dir, device=device)
     launched = launched_processes()
     if source == "-" and launched > 1:
@@ -214,7 +221,8 @@ def train_final(source, space, from_format, dataset, data_dir, out, preset, conf
         if preset is None and chosen != PAPER_PRESET and not quiet and launched_rank() == 0:
             click.echo(preset_note(TITLE, chosen, config.dataset), err=True)
 
-    result, is_main = run_training(arch, config, run_path, resume=resume is not None, quiet=quiet)
+    result, is_main = run_training(arch, config, run_path, resume=resume is not None, quiet=quiet,
+                                   tensorboard=tensorboard)
     if is_main and fmt == "json":
         click.echo(json.dumps(final_summary(result, config, run_path), indent=2))
     if result["interrupted"]:
@@ -257,10 +265,13 @@ def final_summary(result: dict, config, run_path) -> dict:
     }
 
 
-def run_training(arch, config, run_path, *, resume: bool, quiet: bool) -> tuple[dict, bool]:
+def run_training(arch, config, run_path, *, resume: bool, quiet: bool,
+                 tensorboard: bool = False) -> tuple[dict, bool]:
     """Join the torchrun job if there is one, open or create the run, train.
 
-    Returns the trainer's result and whether this process is rank 0 (the one that reports)."""
+    Rank 0 keeps the run's status.json (``RunDir.tracking``) and, with ``tensorboard``, logs
+    to RUN/tensorboard too. Returns the trainer's result and whether this process is rank 0
+    (the one that reports)."""
     # soft_wrap: a log line longer than the (assumed 80-column) log file is not broken up.
     console = Console(stderr=True, highlight=False, soft_wrap=True)
     reporter = ProgressReporter(TITLE, quiet=quiet or launched_rank() != 0, console=console)
@@ -291,7 +302,9 @@ def run_training(arch, config, run_path, *, resume: bool, quiet: bool) -> tuple[
                 trainer.run = distributed.setup_run_dir(run_path, config, resume=False, kind="final",
                                                         command=command_line())
                 note_run(run_path, f"enastool train-final --resume {run_path}")
-            with interrupt:
+            if info.is_main and tensorboard:
+                trainer.run.enable_tensorboard()
+            with interrupt, trainer.run.tracking() if info.is_main else contextlib.nullcontext():
                 result = trainer.train(resume)
             # Leave the group together: a rank that tears it down while rank 0 still saves aborts.
             distributed.barrier()

@@ -191,7 +191,8 @@ def test_atomically_written_files_get_the_permissions_open_gives(run, tmp_path):
                    env={**os.environ, "OMP_NUM_THREADS": "1"})
     modes = {p.name: mode_of(p) for p in other.iterdir()}
     assert modes == dict.fromkeys(
-        ["config.json", "config.toml", "run.json", "last.pt", "metrics.jsonl", "plain.txt"], 0o640
+        ["config.json", "config.toml", "run.json", "last.pt", "metrics.jsonl", "metrics.csv",
+         "plain.txt"], 0o640
     )
 
 

@@ -373,5 +373,6 @@ def test_two_process_gloo_run_is_written_by_rank_0_only(tmp_path):
     (epoch,) = [m for m in metrics if m["kind"] == "epoch"]
     assert epoch["test_images"] == splits.test.num_examples  # both shards counted
     assert sorted(p.name for p in run.path.iterdir() if not p.name.startswith(".")) == [
-        "arch.txt", "best.pt", "config.json", "config.toml", "last.pt", "metrics.jsonl", "run.json",
+        "arch.txt", "best.pt", "config.json", "config.toml", "last.pt", "metrics.csv", "metrics.jsonl",
+        "run.json",
     ]

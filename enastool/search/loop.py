@@ -47,7 +47,6 @@ kind, format, space, strategy, data shape, and that every tensor fits what the c
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -59,7 +58,7 @@ from ..checkpoints import check_checkpoint, resume_fix
 from ..encoding.textio import format_record
 from ..errors import EnasError
 from ..runs import LAST_CHECKPOINT as LAST
-from ..runs import capture_rng_state, restore_rng_state, seed_generators, write_text_atomic
+from ..runs import capture_rng_state, restore_rng_state, seed_generators
 from ..train import distributed
 from ..train.device import autocast, autocast_dtype, needs_grad_scaler, resolve_device, use_channels_last
 from ..train.schedule import CosineWarmRestarts, set_lr
@@ -241,8 +240,7 @@ class SearchLoop:
             and not (r.get("kind") == "epoch" and r.get("epoch", 0) > progress.epoch)
         ]
         if len(kept) != len(records):
-            text = "".join(json.dumps(r, allow_nan=True) + "\n" for r in kept)
-            write_text_atomic(self.run.metrics_path, text)
+            self.run.rewrite_metrics(kept)
 
     # ------------------------------------------------------------------ shared-weight phase
     def _train_step(self, batch) -> tuple[torch.Tensor, torch.Tensor | None, int, object]:

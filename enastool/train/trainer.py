@@ -50,7 +50,7 @@ from . import distributed
 from .device import autocast, autocast_dtype, needs_grad_scaler, use_channels_last, use_compile
 from .evaluate import (
     ARCH_FILE, CHECKPOINT_VERSION, EVAL_BATCH_MULTIPLIER, RUN_KIND, arch_record, build_network,
-    evaluate_network, network_output, parse_arch_record,
+    evaluate_network, image_data_record, network_output, parse_arch_record,
 )
 from .schedule import CosineWarmRestarts, set_lr
 
@@ -261,6 +261,7 @@ class FinalTrainer:
             "meters": {"interval": self.interval.state_dict()},
             "arch": arch_record(self.arch),
             "network": self._network(),
+            "data": image_data_record(self.info),
         }
 
     def _network(self) -> dict:
@@ -285,6 +286,9 @@ class FinalTrainer:
             self._write_arch()
             return
         state = self.run.load_checkpoint(LAST)
+        # What this trainer writes is what it needs back, but for "data" (the normalisation,
+        # kept for export): recomputed from the data set here, and older checkpoints lack it.
+        template = {key: value for key, value in self._checkpoint_state().items() if key != "data"}
         check_checkpoint(
             state, self.run.checkpoint_path(LAST), kind=RUN_KIND, version=CHECKPOINT_VERSION,
             expected={
@@ -292,8 +296,8 @@ class FinalTrainer:
                          "with the architecture of the run (its arch.txt)"),
                 "network": (self._network(), "it was trained on another data set; resume with the run's own"),
             },
-            # What this trainer writes is what it needs back; the live optimizer checks its moments.
-            template={**self._checkpoint_state(), "optimizer": self.optimizer},
+            # The live optimizer checks its moments.
+            template={**template, "optimizer": self.optimizer},
             fix=resume_fix(LAST),
         )
         self.model.load_state_dict(state["model"])
