@@ -38,7 +38,8 @@ Where this differs from the reference, and why:
 
 Resume is exact (bit for bit on the CPU): the checkpoint holds the weights, the optimiser, the
 stream position (its lengths are rebuilt from the seed), the hidden state, the running mean
-and its count, the validation history, the random generators and the counters.
+and its count, the validation history, the random generators, the loss sums of the current
+log interval and the counters.
 """
 
 from __future__ import annotations
@@ -181,6 +182,12 @@ class WeightAverage:
         self.means = [m.to(p.device) for m, p in zip(state["means"], self.params)]
 
 
+def averaging_due(history: list[float], ppl: float, nonmono: int) -> bool:
+    """NT-ASGD's trigger: more than ``nonmono`` earlier validations, and ``ppl`` worse than the
+    best of them all but the last ``nonmono`` (AWD-LSTM's and the reference's condition)."""
+    return len(history) > nonmono and ppl > min(history[:-nonmono])
+
+
 def check_single_process(space: str) -> None:
     """EnasError under torchrun (WORLD_SIZE > 1): language models train in one process."""
     launched = distributed.env_info()
@@ -269,6 +276,7 @@ class LMTrainer:
         self.progress = Progress()
         self.hidden: torch.Tensor | None = None  # the state carried between training windows
         self.average: WeightAverage | None = None  # NT-ASGD, once triggered
+        self.meter = RunningMeter(device)  # the training loss of the current log interval
         self.last_test: dict | None = None
         self.last_saved_step: int | None = None
 
@@ -294,6 +302,7 @@ class LMTrainer:
             "train_stream": self.train_stream.state_dict(),
             "hidden": self.hidden,
             "average": None if self.average is None else self.average.state_dict(),
+            "meter": self.meter.state_dict(),
             "rng": capture_rng_state(),
             "progress": self.progress.to_dict(),
             "epoch": self.progress.epoch,
@@ -343,6 +352,7 @@ class LMTrainer:
         if state["average"] is not None:
             self.average = WeightAverage(self.params)
             self.average.load_state_dict(state["average"])
+        self.meter.load_state_dict(state["meter"])
         self.progress = Progress(**state["progress"])
         self.last_test = state.get("test")
         restore_rng_state(state["rng"])
@@ -371,7 +381,7 @@ class LMTrainer:
         self.hidden = output.state.detach()
         return loss.detach()
 
-    def _run_epoch(self, meter: RunningMeter) -> bool:
+    def _run_epoch(self) -> bool:
         """Train the rest of the epoch in progress; False when interrupted part-way."""
         config, progress = self.config, self.progress
         position = progress.step - progress.epoch * self.steps_per_epoch
@@ -384,16 +394,17 @@ class LMTrainer:
             loss = self._train_step(window)
             if self.average is not None:
                 self.average.update()
-            meter.add(loss, None, window.y.numel())
+            self.meter.add(loss, None, window.y.numel())
             progress.step += 1
             if progress.step % config.log_every == 0:
-                self._log_step(meter, lr)
+                self._log_step(lr)
             last_of_epoch = index + 1 == self.steps_per_epoch
             if not last_of_epoch and self._interrupted():
                 return False
         return True
 
-    def _log_step(self, meter: RunningMeter, lr: float) -> None:
+    def _log_step(self, lr: float) -> None:
+        meter = self.meter
         reading = meter.read()
         self._record({
             "kind": "step",
@@ -439,8 +450,7 @@ class LMTrainer:
                 "valid_tokens": result["tokens"],
                 "averaged": result["averaged"],
             }
-            if (self.average is None and len(history) > config.nonmono
-                    and ppl > min(history[: -config.nonmono])):
+            if self.average is None and averaging_due(history, ppl, config.nonmono):
                 self.average = WeightAverage(self.params)  # from the next step on
                 progress.averaging_epoch = progress.epoch
                 record["averaging_starts"] = True
@@ -483,10 +493,9 @@ class LMTrainer:
             "world_size": 1,
             "params": count_params(self.model),
         })
-        meter = RunningMeter(self.device)
         started = time.perf_counter()
         while self.progress.epoch < config.epochs:
-            if not self._run_epoch(meter):
+            if not self._run_epoch():
                 self._save(LAST)
                 return self._result(interrupted=True, started=started)
             self._end_epoch()

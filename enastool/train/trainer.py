@@ -81,6 +81,17 @@ class RunningMeter:
             self.correct += correct
         self.images += images
 
+    def state_dict(self) -> dict:
+        """The sums (a resumed run's next record then covers the whole interval; the clock
+        restarts)."""
+        return {"loss_sum": self.loss_sum, "correct": self.correct, "images": self.images}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reset()
+        self.loss_sum = state["loss_sum"].to(self.device)
+        self.correct = state["correct"].to(self.device)
+        self.images = int(state["images"])
+
     def read(self) -> dict:
         """Means since the last reset (this is the one host-device sync of a log interval)."""
         seconds = max(time.perf_counter() - self.started, 1e-9)
