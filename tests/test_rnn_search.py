@@ -23,7 +23,6 @@ TINY = dict(
     device="cpu", dtype="float32", hidden_size=16, num_nodes=3, batch_size=128, bptt=35,
     epochs=1, controller_samples=2, controller_updates=2, log_every=5, derive_samples=6,
 )
-STEPS_PER_EPOCH = (55_445 // 128 - 1) // 35  # nominal windows of the pydoc train split (3.11.7)
 TIMING = ("tokens_per_s", "seconds")
 
 
@@ -60,13 +59,6 @@ def assert_same(a, b, where="state"):
         assert torch.equal(a, b), f"{where} differs"
     else:
         assert a == b, f"{where} differs"
-
-
-def test_the_tiny_settings_give_the_expected_epoch_length():
-    corpus = load_corpus("pydoc")
-    assert (corpus.info.tokens["train"] // 128 - 1) // 35 == STEPS_PER_EPOCH or pytest.skip(
-        "another Python version's pydoc corpus"
-    )
 
 
 @pytest.mark.parametrize("strategy", ["enas", "random"])
@@ -140,7 +132,7 @@ def test_training_carries_the_state_and_zeroes_it_when_a_pass_starts():
     task.supernet.train()
     arch = RecurrentArch.sample(0, num_nodes=3)
     firsts = carried = 0
-    for _ in range(3):  # three loop epochs of (433 - 1) // 40 = 10 windows each
+    for _ in range(3):  # three loop epochs of (433 - 1) // 40 = 10 windows each (Python 3.11.7)
         for window in task.train_batches():
             if task.train_stream.position == 1:  # the first window of a pass
                 assert task.hidden is None
@@ -151,7 +143,7 @@ def test_training_carries_the_state_and_zeroes_it_when_a_pass_starts():
             _, _, correct, tokens = task.train_loss(window, None, arch, 0.0)
             assert correct is None and tokens == window.y.numel()
             assert task.lr_factor(window) == window.seq_len / config.bptt
-    assert task.windows_taken == 30 and firsts >= 2 and carried >= 20
+    assert task.windows_taken == 3 * task.steps_per_epoch and firsts >= 2 and carried >= 20
 
 
 def test_derive_ranks_by_80_over_the_validation_perplexity(tmp_path, tiny_ptb):
