@@ -336,10 +336,12 @@ class RankAgreement:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the data set (default: the run's).")
 @click.option("--split", type=click.Choice(EVAL_SPLITS), default=None,
-              help="test (default) or valid: the search's held-out images, which final training also trained on.")
+              help="test (default) or valid: the search's held-out images, which final training also "
+                   "trained on (rnn: the corpus's valid split, which it validated on).")
 @click.option("--checkpoint", type=click.Choice(list(CHECKPOINT_CHOICES)), default=None,
               help="last (default: the network at the end of training) or best (the epoch with "
-                   "the best test accuracy, so selected on the test images).")
+                   "the best test accuracy, so selected on the test images; rnn: the best "
+                   "validation perplexity).")
 @click.option("--tta", is_flag=True, help="Average the logits of each image and its mirror image.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               help="table (default) or json, on stdout.")
