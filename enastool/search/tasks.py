@@ -32,8 +32,9 @@ from typing import Callable, ClassVar, Iterator
 import torch
 import torch.nn.functional as F
 
-from ..data import Augment, DatasetInfo, DeviceLoader, Split, channel_stats, endless, load_dataset
-from ..data import load_corpus
+from ..data import (
+    Augment, DatasetInfo, DeviceLoader, Split, channel_stats, endless, load_corpus, load_dataset,
+)
 from ..encoding.spaces import IMAGES, SPACES, TEXT, data_kind
 from ..errors import EnasError
 from ..nn.recurrent import RecurrentSupernet, activation_penalty
@@ -305,12 +306,7 @@ class ImageTask(SearchTask):
 
 
 # ---------------------------------------------------------------------------- text
-REWARD_CONSTANT = 80.0  # reward = 80 / validation perplexity (reference sec. 8)
-
-
-def score_of(ppl: torch.Tensor) -> torch.Tensor:
-    """The reward (and derive score) of a perplexity: 80 / ppl, higher is better."""
-    return REWARD_CONSTANT / ppl
+REWARD_CONSTANT = 80.0  # reward (and derive score) = 80 / validation perplexity (reference sec. 8)
 
 
 class TextTask(SearchTask):
@@ -347,13 +343,12 @@ class TextTask(SearchTask):
                                          random_length=True, seed=config.seed)
         self.valid_stream = text_batches(corpus, "valid", config.batch_size, config.bptt, device,
                                          drop_last=True)
-        if len(self.valid_stream) == 0 or self.train_stream.nominal_windows == 0:
-            split = "validation" if len(self.valid_stream) == 0 else "training"
-            raise EnasError(
-                f"--batch-size {config.batch_size} and --bptt {config.bptt} leave no full window in "
-                f"the {corpus.info.tokens['valid' if split == 'validation' else 'train']} {split} "
-                f"tokens of {config.dataset}; lower them"
-            )
+        for split, windows in (("train", self.train_stream.nominal_windows), ("valid", len(self.valid_stream))):
+            if windows == 0:
+                raise EnasError(
+                    f"--batch-size {config.batch_size} and --bptt {config.bptt} leave no full window in "
+                    f"the {corpus.info.tokens[split]} {split} tokens of {config.dataset}; lower them"
+                )
         torch.manual_seed(config.seed)
         self.supernet = RecurrentSupernet(
             corpus.info.vocab_size, num_nodes=config.num_nodes, hidden=config.hidden_size,
@@ -399,7 +394,7 @@ class TextTask(SearchTask):
         window = self.valid_stream.next_window()
         with autocast(self.device, self.dtype):
             output = self.supernet(window.x, arch)
-        return score_of(torch.exp(token_loss(output.logits, window.y)))
+        return REWARD_CONSTANT / torch.exp(token_loss(output.logits, window.y))
 
     def reward_figures(self, rewards):
         # Every reward window has the same token count: the mean log perplexity is the log

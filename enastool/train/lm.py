@@ -110,22 +110,21 @@ def evaluate_lm(
     forward: Callable[[torch.Tensor, torch.Tensor | None], LMOutput],
     windows: Iterable,
     *,
-    carry_state: bool,
     device: torch.device,
     dtype: torch.dtype | None,
 ) -> dict:
     """Mean cross-entropy per token, perplexity and token count of ``forward`` over ``windows``.
 
-    ``forward(x, state)`` runs one window (state None: zeros). ``carry_state`` passes each
-    window's final state to the next (the final network's valid and test evaluation); without
-    it every window starts from zeros (the search's validation). Every target is counted once,
-    so a short last window weighs by its tokens. One host read, at the end.
+    ``forward(x, state)`` runs one window (state None: zeros); each window's final state goes
+    on to the next, from a zero start (the final network's valid and test evaluation, as the
+    reference's). Every target is counted once, so a short last window weighs by its tokens.
+    One host read, at the end.
     """
     total = torch.zeros((), dtype=torch.float64, device=device)
     tokens, state = 0, None
     for window in windows:
         with autocast(device, dtype):
-            output = forward(window.x, state if carry_state else None)
+            output = forward(window.x, state)
         total += token_loss(output.logits, window.y, reduction="sum").double()
         tokens += window.y.numel()
         state = output.state
@@ -426,7 +425,7 @@ class LMTrainer:
             with self.average.swapped_in() if averaged else _nothing():
                 result = evaluate_lm(
                     lambda x, state: self.model(x, state=state), _one_pass(stream),
-                    carry_state=True, device=self.device, dtype=self.dtype,
+                    device=self.device, dtype=self.dtype,
                 )
         finally:
             self.model.train()
@@ -596,8 +595,8 @@ def evaluate_text_run(
     streams = batch_size or (config.test_batch_size if split == "test" else config.batch_size)
     stream = text_batches(corpus, split, streams, config.bptt, device)
     model = model.to(device)
-    result = evaluate_lm(lambda x, s: model(x, state=s), _one_pass(stream), carry_state=True,
-                         device=device, dtype=autocast_dtype(config, device))
+    result = evaluate_lm(lambda x, s: model(x, state=s), _one_pass(stream), device=device,
+                         dtype=autocast_dtype(config, device))
     average = state.get("average")
     return {
         "perplexity": result["perplexity"],
