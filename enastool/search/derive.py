@@ -3,7 +3,8 @@
 Both functions read the run's last.pt, which the search writes atomically, so they work on a
 run that is still going (they see its latest checkpoint) or was interrupted.
 
-Scoring (reference sec. 1, "derive"): the accuracy of each architecture on validation
+Scoring (reference sec. 1, "derive"), by the run's task (``tasks``; text: 80 / validation
+perplexity, see ``TextTask``). Images: the accuracy of each architecture on validation
 minibatches with the shared weights, in eval mode, without grad. The minibatches are the
 first ``batches`` of the validation split in its fixed order (no shuffling, no augmentation),
 the same images for every architecture, so scores compare. Batch norm in a supernet uses
@@ -58,7 +59,8 @@ def score_architectures(
     device: str = "auto",
     callback: Callback | None = None,
 ) -> list[float]:
-    """Validation accuracy of each of ``archs`` with the shared weights of search ``run``.
+    """The score of each of ``archs`` with the shared weights of search ``run`` (validation
+    accuracy; rnn: 80 / validation perplexity, see ``tasks.score_figures``).
 
     ``batches`` validation minibatches (None: the whole validation split). ``callback``
     receives ``start``, one ``step`` per architecture and ``done`` events.
