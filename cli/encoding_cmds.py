@@ -19,11 +19,11 @@ import click
 
 from enastool.config import IMAGE_DATASETS
 from enastool.encoding import SPACES, MacroArch, MicroArch, RecurrentArch
-from enastool.encoding.spaces import IMAGES, TEXT, data_kind
 from enastool.encoding.darts import to_darts
 from enastool.encoding.nao import format_nao
 from enastool.encoding.render import format_for, to_dot
 from enastool.encoding.render import render as render_file
+from enastool.encoding.spaces import IMAGES, TEXT, data_kind
 from enastool.encoding.textio import format_record, to_json
 from enastool.errors import EnasError, EncodingError
 

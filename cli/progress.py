@@ -10,8 +10,7 @@ The trainers and the search loop call ``callback(event)`` with plain dicts (see
 
 Events: ``start`` (``total_steps``, ``start_step``, ``epochs``, ...), ``step`` and ``epoch``
 (any numeric fields: loss, acc, ppl, reward, valid_acc, valid_ppl, images_per_s,
-tokens_per_s, ...), ``done``. Unknown
-kinds are shown as plain lines.
+tokens_per_s, ...), ``done``. Unknown kinds are shown as plain lines.
 
 Search additions: ``controller`` events (one per controller update: reward, valid_acc,
 entropy, baseline, ``controller_step``) refresh the figures beside the bar (a plain line
