@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -70,7 +70,7 @@ from .schedule import CosineWarmRestarts, set_lr
 from .trainer import RunningMeter, sgd_optimizer
 
 CHECKPOINT_VERSION = 1
-KIND = "lm"  # what the checkpoint holds (image final runs have no "kind")
+CHECKPOINT_KIND = "lm"  # what the checkpoint holds (image final runs' checkpoints have no "kind")
 # math.exp overflows past ~709.78: a loss beyond this reports an infinite perplexity.
 MAX_LOG_PERPLEXITY = 700.0
 
@@ -294,7 +294,7 @@ class LMTrainer:
     def _checkpoint_state(self) -> dict:
         return {
             "version": CHECKPOINT_VERSION,
-            "kind": KIND,
+            "kind": CHECKPOINT_KIND,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -328,7 +328,7 @@ class LMTrainer:
             return
         state = self.run.load_checkpoint(LAST)
         path = Path(self.run.path) / LAST
-        if state.get("kind") != KIND or state.get("version") != CHECKPOINT_VERSION:
+        if state.get("kind") != CHECKPOINT_KIND or state.get("version") != CHECKPOINT_VERSION:
             raise EnasError(f"{path}: not an rnn final-training checkpoint of this enastool version")
         if state.get("arch") != arch_record(self.arch):
             raise EnasError(
@@ -422,7 +422,7 @@ class LMTrainer:
         averaged = self.average is not None and self.average.count > 0
         self.model.eval()
         try:
-            with self.average.swapped_in() if averaged else _nothing():
+            with self.average.swapped_in() if averaged else nullcontext():
                 result = evaluate_lm(
                     lambda x, state: self.model(x, state=state), _one_pass(stream),
                     device=self.device, dtype=self.dtype,
@@ -525,11 +525,6 @@ class LMTrainer:
         }
 
 
-@contextmanager
-def _nothing() -> Iterator[None]:
-    yield
-
-
 def _one_pass(stream: TextBatches) -> Iterator:
     """Every window of one pass over a fixed-length (evaluation) stream, from its start; the
     stream's own position is left alone."""
@@ -544,7 +539,7 @@ def load_lm_checkpoint(run: RunDir, name: str, corpus: Corpus):
     once it has started)."""
     path = run.path / name
     state = run.load_checkpoint(name)
-    if state.get("kind") != KIND:
+    if state.get("kind") != CHECKPOINT_KIND:
         raise EnasError(f"{path}: not an rnn final-training checkpoint")
     check_corpus(state, corpus, str(path))
     arch = parse_arch_record(state["arch"], str(path))
