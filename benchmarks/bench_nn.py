@@ -34,7 +34,7 @@ the weight decay, activation L2 / slowness), backward, gradient clipping, plain 
 Columns: tokens/s (batch x 35 per step), ms/step, peak memory as above, forward GFLOP per
 token (``recurrent_counts``: every matrix product, softmax included; the same for every cell
 of N nodes) and GFLOP/s = 3 x that x tokens/s. ``--small``: H = 32, batch 8, same vocabulary
-and window. There is no rnn epoch row yet (its trainer is not built).
+and window.
 
 ``--count-only`` skips the timing and prints the forward FLOPs (and multiply-adds, half of
 them: the unit papers quote) of the same rows, the supernet rows over the architectures a
@@ -48,6 +48,17 @@ The second one is timed (the first pays for compilation and warm-up): its traini
 its test pass over ``--steps`` evaluation batches and its checkpoint write. The epoch time is
 **extrapolated** from those to one real epoch: 50,000 training images (50000 // batch steps),
 10,000 test images, one last.pt; the paper-run column multiplies it by the paper's epochs.
+
+rnn final-training epoch (``--what epoch`` with ``--space rnn`` or ``all``): the language-model
+trainer (``enastool.train.lm``: random-length windows, the carried state, the loss's
+regularisers, clipping, validation, NT-ASGD bookkeeping, checkpoints) trains the published
+ENAS cell at the ``paper`` final settings on random tokens of PTB's vocabulary for three short
+epochs of ``--steps`` windows, with ``--steps`` validation windows and ``--steps`` test windows
+(batch 1, as the reference tests). The first epoch warms up; the second times training,
+validation and the last.pt write; the third (the last) validates and then tests, which times
+the test. Extrapolated to PTB: 929,589 / 73,760 / 82,430 tokens give 414 training windows per
+epoch at batch 64, 33 validation windows and 2,356 test windows of batch 1 (read once, at the
+end); the paper-run column is 3,000 epochs plus the one test.
 """
 
 from __future__ import annotations
@@ -68,7 +79,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from enastool.config import resolve_final_config
-from enastool.data import datasets
+from enastool.data import corpora, datasets
+from enastool.data.text import Vocabulary, make_corpus
 from enastool.encoding import MacroArch, MicroArch, RecurrentArch
 from enastool.nn.counting import FLOPS_PER_MULT_ADD, count_flops
 from enastool.nn.recurrent import (
@@ -433,6 +445,80 @@ def time_final_epoch(space: str, args: argparse.Namespace, device: torch.device)
     )
 
 
+# --------------------------------------------------------------------------------------------
+# rnn final-training epoch time: the language-model trainer on random PTB-shaped tokens.
+# --------------------------------------------------------------------------------------------
+
+PTB_TOKENS = {"train": 929_589, "valid": 73_760, "test": 82_430}  # Mikolov's files, <eos> included
+RNN_TIMED_EPOCHS = 3  # warm-up; training, validation and save; the last one's test
+
+
+@contextmanager
+def random_ptb(tokens: dict[str, int], vocab: int):
+    """Register random token ids of a ``vocab``-word vocabulary under the name ptb for a while,
+    so the trainer loads them through its ordinary data path (no files needed)."""
+    def read(folder):
+        generator = torch.Generator().manual_seed(0)
+        words = Vocabulary(f"w{i}" for i in range(vocab))
+        splits = [torch.randint(0, vocab, (tokens[name],), generator=generator) for name in ("train", "valid", "test")]
+        return make_corpus("ptb", "random PTB-shaped tokens (benchmark)", words, *splits)
+
+    saved = corpora.TEXT_DATASETS["ptb"]
+    corpora.TEXT_DATASETS["ptb"] = corpora.TextSource(
+        "ptb", "random PTB-shaped tokens (benchmark)", needs_files=False, read=read,
+    )
+    try:
+        yield
+    finally:
+        corpora.TEXT_DATASETS["ptb"] = saved
+
+
+def time_rnn_final_epoch(args: argparse.Namespace, device: torch.device) -> tuple:
+    """The rnn row of the epoch table (see the module docstring)."""
+    steps = args.steps
+    overrides = dict(
+        device=str(device), dtype=DTYPE_NAMES[args.dtype], compile=args.compile, dataset="ptb",
+        epochs=RNN_TIMED_EPOCHS, eval_every=1, checkpoint_every=1,
+        log_every=steps,  # one log line (and host sync) exactly at the end of each epoch
+    )
+    if args.small:
+        overrides.update(hidden_size=RNN_SMALL_HIDDEN, batch_size=SMALL_BATCH)
+    config = resolve_final_config("paper", "rnn", overrides=overrides, arch=RNN_CELL)
+    window = steps * config.bptt + 1  # streams of this length hold exactly `steps` windows
+    tokens = {"train": config.batch_size * window, "valid": config.batch_size * window,
+              "test": config.test_batch_size * window}
+    with random_ptb(tokens, PTB_VOCAB), tempfile.TemporaryDirectory() as folder:
+        run = RunDir.create(Path(folder) / "run", replace(config, data_dir=folder))
+        clock = EventClock(device)
+        train_final(None, run.config, run, callback=clock)
+    second, last = RNN_TIMED_EPOCHS - 1, RNN_TIMED_EPOCHS
+    train_s = clock.at("step", step=second * steps) - clock.at("checkpoint", name="last.pt", epoch=second - 1)
+    valid_s = clock.at("epoch", epoch=second) - clock.at("step", step=second * steps)
+    saved_before = [t for t, e in clock.events if e["kind"] == "checkpoint" and e["epoch"] == second
+                    and e["name"] == "best.pt"]
+    save_s = clock.at("checkpoint", name="last.pt", epoch=second) - (saved_before or [clock.at("epoch", epoch=second)])[-1]
+    test_s = clock.at("epoch", epoch=last) - clock.at("step", step=last * steps) - valid_s
+    start = next(e for _, e in clock.events if e["kind"] == "start")
+    batch, bptt = config.batch_size, config.bptt
+    train_windows = (PTB_TOKENS["train"] // batch - 1) // bptt
+    valid_windows = math.ceil((PTB_TOKENS["valid"] // batch - 1) / bptt)
+    test_windows = math.ceil((PTB_TOKENS["test"] // config.test_batch_size - 1) / bptt)
+    epoch_s = train_s / steps * train_windows + valid_s / steps * valid_windows + save_s
+    test_once_s = test_s / steps * test_windows
+    paper_epochs = resolve_final_config("paper", "rnn", arch=RNN_CELL).epochs
+    return (
+        "rnn", f"H={config.hidden_size} batch={batch} bptt={bptt}", start["dtype"],
+        "on" if start["compile"] else "off",
+        f"{train_s / steps * 1e3:.1f}", f"{batch * bptt * steps / train_s:.0f}",
+        f"{valid_s / steps * 1e3:.1f}", f"{test_s / steps * 1e3:.1f}", f"{save_s * 1e3:.0f}",
+        f"{epoch_s:.1f}", f"{test_once_s:.0f}",
+        f"{(epoch_s * paper_epochs + test_once_s) / SECONDS_PER_HOUR:.1f} ({paper_epochs} ep)",
+    )
+
+
+RNN_EPOCH_COLUMNS = ("space", "setting", "dtype", "compile", "train ms/step", "train tokens/s",
+                     "valid ms/window", "test ms/window", "save ms", "epoch s (extrap.)",
+                     "test s (once, extrap.)", "paper run h (extrap.)")
 EPOCH_COLUMNS = ("space", "setting", "dtype", "layout", "compile", "train ms/step", "train img/s",
                  "test ms/batch", "save ms", "epoch s (extrap.)", "paper run h (extrap.)")
 
@@ -479,7 +565,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="both = macro and micro; all = those and rnn (default)")
     p.add_argument("--what", choices=("supernet", "final", "epoch", "all"), default="all",
                    help="train steps of the supernets or final networks, or a final-training "
-                   "epoch (the real trainer, extrapolated to CIFAR-10); default all")
+                   "epoch (the real trainer, extrapolated to CIFAR-10 or PTB); default all")
     p.add_argument("--count-only", action="store_true",
                    help="step rows: print parameter, FLOP and mult-add counts without timing")
     p.add_argument("--small", action="store_true",
@@ -552,6 +638,11 @@ def main(argv=None) -> int:
             print(f"timing a {space} final-training epoch (the trainer, {TIMED_EPOCHS} epochs of "
                   f"{args.steps} steps) ...", file=sys.stderr)
             epoch_rows.append(time_final_epoch(space, args, device))
+    rnn_epoch_rows = []
+    if args.what in ("epoch", "all") and args.space in ("rnn", "all"):
+        print(f"timing an rnn final-training epoch (the language-model trainer, {RNN_TIMED_EPOCHS} epochs "
+              f"of {args.steps} windows) ...", file=sys.stderr)
+        rnn_epoch_rows.append(time_rnn_final_epoch(args, device))
     print(f"# device={device} threads={torch.get_num_threads() if device.type == 'cpu' else '-'} "
           f"torch={torch.__version__} steps={args.steps} warmup={args.warmup}")
     if rows:
@@ -569,6 +660,14 @@ def main(argv=None) -> int:
               f"training + {CIFAR10_TEST_IMAGES:,} test images (paper final settings"
               f"{', --small widths and batch' if args.small else ''})")
         print_table(epoch_rows, EPOCH_COLUMNS)
+    if rnn_epoch_rows:
+        if rows or rnn_rows or epoch_rows:
+            print()
+        print(f"# rnn final-training epoch on PTB, EXTRAPOLATED from {args.steps} timed windows each of "
+              f"training, validation and test (batch 1) on random tokens to {PTB_TOKENS['train']:,} / "
+              f"{PTB_TOKENS['valid']:,} / {PTB_TOKENS['test']:,} tokens (paper final settings"
+              f"{', --small width and batch' if args.small else ''}); the test runs once per run")
+        print_table(rnn_epoch_rows, RNN_EPOCH_COLUMNS)
     return 0
 
 

@@ -9,8 +9,8 @@ The trainers and the search loop call ``callback(event)`` with plain dicts (see
 - with ``quiet``: nothing.
 
 Events: ``start`` (``total_steps``, ``start_step``, ``epochs``, ...), ``step`` and ``epoch``
-(any numeric fields: loss, acc, reward, valid_acc, images_per_s, ...), ``done``. Unknown
-kinds are shown as plain lines.
+(any numeric fields: loss, acc, ppl, reward, valid_acc, valid_ppl, images_per_s,
+tokens_per_s, ...), ``done``. Unknown kinds are shown as plain lines.
 
 Search additions: ``controller`` events (one per controller update: reward, valid_acc,
 entropy, baseline, ``controller_step``) refresh the figures beside the bar (a plain line
@@ -38,13 +38,18 @@ SHOWN = (
     ("epoch", "epoch", "{:.2f}"),
     ("loss", "loss", "{:.3f}"),
     ("acc", "acc", "{:.3f}"),
+    ("ppl", "ppl", "{:.1f}"),
     ("reward", "reward", "{:.3f}"),
     ("valid_acc", "valid", "{:.3f}"),
+    ("valid_ppl", "valid ppl", "{:.2f}"),
     ("test_accuracy", "test", "{:.4f}"),
     ("best_accuracy", "best", "{:.4f}"),
+    ("test_ppl", "test ppl", "{:.2f}"),
+    ("best_valid_ppl", "best valid ppl", "{:.2f}"),
     ("entropy", "entropy", "{:.2f}"),
     ("lr", "lr", "{:.2e}"),
     ("images_per_s", "img/s", "{:.0f}"),
+    ("tokens_per_s", "tok/s", "{:.0f}"),
     ("baseline", "baseline", "{:.3f}"),
     ("skip_rate", "skips", "{:.2f}"),
     ("drop_rate", "drop", "{:.2f}"),

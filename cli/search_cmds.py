@@ -39,6 +39,9 @@ SEARCH_OPTIONS: tuple[tuple[str, object], ...] = (
     ("layers", int),
     ("channels", int),
     ("num_blocks", int),
+    ("num_nodes", int),
+    ("hidden_size", int),
+    ("bptt", int),
     ("batch_size", int),
     ("val_size", int),
     ("lr_max", float),
@@ -78,10 +81,11 @@ def config_options(command):
               help="Continue the search in this run directory with its own configuration.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def search(out, preset, config_file, resume, quiet, **settings) -> None:
-    """Search architectures with shared weights (enas, random or oneshot).
+    """Search architectures with shared weights (enas, random or oneshot; rnn: enas or random).
 
     \b
     enastool search --space micro --preset smoke --out runs/demo
+    enastool search --space rnn --preset smoke --out runs/r   # the embedded pydoc corpus
     enastool search --resume runs/demo          # after Ctrl-C (exit 130) or SIGTERM (143)
     """
     from enastool.config import resolve_search_config
@@ -152,6 +156,10 @@ def search(out, preset, config_file, resume, quiet, **settings) -> None:
 def derive(run, samples, top, batches, fmt, seed, device, quiet) -> None:
     """Sample architectures from search RUN, score them with its shared weights, print the best.
 
+    The score is higher for better architectures: validation accuracy for the image spaces,
+    80 / validation perplexity for rnn (the controller's reward; the table and JSON also
+    give the perplexity, valid_ppl).
+
     \b
     enastool derive runs/demo | enastool render - -o best.png
     enastool derive runs/demo --samples 200 --top 5 --format json
@@ -159,9 +167,11 @@ def derive(run, samples, top, batches, fmt, seed, device, quiet) -> None:
     from enastool.encoding.textio import format_record
     from enastool.search.derive import derive as run_derive
     from enastool.search.derive import open_search_run
+    from enastool.search.tasks import score_figures
 
+    config = open_search_run(run).config
     if batches is None:
-        batches = open_search_run(run).config.derive_batches
+        batches = config.derive_batches
 
     reporter = ProgressReporter(f"derive {run}", quiet=quiet)
     with reporter:
@@ -170,27 +180,38 @@ def derive(run, samples, top, batches, fmt, seed, device, quiet) -> None:
                             callback=reporter if reporter.live else None)
     best = ranked[:top]
     if fmt == "json":
-        rows = [json.dumps({**arch.to_dict(), "score": score}) for arch, score in best]
+        rows = [json.dumps({**arch.to_dict(), "score": score, **score_figures(config.space, score)})
+                for arch, score in best]
         click.echo("[\n" + ",\n".join(rows) + "\n]" if rows else "[]")
     else:
         for arch, _ in best:
             click.echo(format_record(arch))
     if not quiet:
-        _ranking_table(run, ranked, top, batches)
+        _ranking_table(run, config.space, ranked, top, batches)
 
 
-def _ranking_table(run: str, ranked: list, top: int, batches: int | None) -> None:
+# How derive's table shows a score figure (``enastool.search.tasks.score_figures``).
+FIGURE_COLUMNS = {"valid_ppl": ("valid ppl", "{:.2f}")}
+
+
+def _ranking_table(run: str, space: str, ranked: list, top: int, batches: int | None) -> None:
     from rich.table import Table
 
     from enastool.encoding.textio import format_record
+    from enastool.search.tasks import score_figures
 
     scored_on = f"{batches} validation batches" if batches else "the whole validation split"
     table = Table(title=f"{run}: {len(ranked)} distinct architectures, scored on {scored_on}",
                   title_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
+    figure_names = list(score_figures(space, ranked[0][1])) if ranked else []
+    for name in figure_names:
+        table.add_column(FIGURE_COLUMNS.get(name, (name,))[0], justify="right")
     table.add_column("architecture", overflow="fold")
     for rank, (arch, score) in enumerate(ranked[: max(top, TABLE_ROWS)], start=1):
         marker = "*" if rank <= top else ""
-        table.add_row(f"{rank}{marker}", f"{score:.4f}", format_record(arch))
+        figures = score_figures(space, score)
+        cells = [FIGURE_COLUMNS.get(name, (name, "{}"))[1].format(figures[name]) for name in figure_names]
+        table.add_row(f"{rank}{marker}", f"{score:.4f}", *cells, format_record(arch))
     err_console.print(table)

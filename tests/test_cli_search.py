@@ -195,7 +195,7 @@ def test_the_progress_reporter_prints_controller_events_as_unwrapped_plain_lines
     (["--seed", "99999999999999999999999"], "command line: seed = 99999999999999999999999 must be in [0, 4,294,967,295]"),
     (["--epochs", "9223372036854775807"], "command line: epochs = 9223372036854775807 must be in [1, 100,000]"),
     (["--batch-size", "1000000000"], "command line: batch_size = 1000000000 must be in [1, 65,536]"),
-    (["--lr-max", "nan"], "command line: lr_max = nan must be in (0, 10.0]"),
+    (["--lr-max", "nan"], "command line: lr_max = nan must be in (0, 100.0]"),
     (["--dataset", "digits", "--data-dir", "somewhere"],
      "command line: data_dir = 'somewhere' does not apply to the digits data set"),
     (["--dtype", "float16", "--device", "cpu"], "--dtype float16 needs a CUDA device"),

@@ -5,7 +5,8 @@ run that is still going (they see its latest checkpoint) or was interrupted. It 
 against the supernet and strategy built from the run's config before use
 (``enastool.checkpoints``).
 
-Scoring (reference sec. 1, "derive"): the accuracy of each architecture on validation
+Scoring (reference sec. 1, "derive"), by the run's task (``tasks``; text: 80 / validation
+perplexity, see ``TextTask``). Images: the accuracy of each architecture on validation
 minibatches with the shared weights, in eval mode, without grad. The minibatches are the
 first ``batches`` of the validation split in its fixed order (no shuffling, no augmentation),
 the same images for every architecture, so scores compare. Batch norm in a supernet uses
@@ -81,7 +82,8 @@ def score_architectures(
     device: str = "auto",
     callback: Callback | None = None,
 ) -> list[float]:
-    """Validation accuracy of each of ``archs`` with the shared weights of search ``run``.
+    """The score of each of ``archs`` with the shared weights of search ``run`` (validation
+    accuracy; rnn: 80 / validation perplexity, see ``tasks.score_figures``).
 
     ``batches`` validation minibatches (None: the whole validation split). ``callback``
     receives ``start``, one ``step`` per architecture and ``done`` events.

@@ -2,7 +2,7 @@
 
 The loop is the same for every space and strategy. What depends on the data and the networks
 (batches, supernet, loss, rewards, derive scores) is the run's *task* (``tasks.py``: images
-for macro and micro); what decides the children and learns from rewards is its *strategy*
+for macro and micro, text for rnn); what decides the children and learns from rewards is its *strategy*
 (``strategies.py``). One epoch of a search (reference sec. 1 and 4):
 
 1. one SGD step of the shared weights per training batch, each on a freshly chosen child
@@ -16,7 +16,8 @@ for macro and micro); what decides the children and learns from rewards is its *
 
 The image task splits the data as the authors' search does: training batches from the
 ``train`` split, rewards and derive scores from the held-out ``valid`` split (``val_size``
-re-cuts them); the test split is never read. Choices where the reference is silent or wrong:
+re-cuts them); the test split is never read. The text task reads a corpus's train and valid
+splits the same way (see ``TextTask``). Choices where the reference is silent or wrong:
 
 - Gradient clipping of the shared weights is really applied (``clip_grad_norm_`` at
   ``grad_clip``; 0 = off). The authors' code computed clipped gradients and then ignored them.

@@ -264,5 +264,7 @@ def evaluate_image_run(
     }
 
 
-# The evaluation of a final run, per data kind (``enastool.encoding.spaces.DATA_KINDS``).
+# The evaluation of a final run, per data kind (``enastool.encoding.spaces.DATA_KINDS``). The
+# text entry (``lm.evaluate_text_run``) is added by ``enastool.train``'s __init__: lm imports
+# this module's helpers.
 FINAL_EVALUATORS: dict[str, Callable[..., dict]] = {IMAGES: evaluate_image_run}

@@ -76,7 +76,7 @@ class Progress:
 
 
 class RunningMeter:
-    """Sums of loss, correct and images kept on the device between log lines."""
+    """Sums of loss, correct and examples (images, tokens) kept on the device between log lines."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -88,13 +88,16 @@ class RunningMeter:
         self.images = 0
         self.started = time.perf_counter()
 
-    def add(self, loss: torch.Tensor, correct: torch.Tensor, images: int) -> None:
+    def add(self, loss: torch.Tensor, correct: torch.Tensor | None, images: int) -> None:
+        """``loss`` is the mean over ``images`` examples; ``correct`` None: no accuracy (text)."""
         self.loss_sum += loss.double() * images
-        self.correct += correct
+        if correct is not None:
+            self.correct += correct
         self.images += images
 
     def state_dict(self) -> dict:
-        """The sums, for a checkpoint (the clock restarts on resume)."""
+        """The sums, for a checkpoint (a resumed run's next record then covers the whole
+        interval; the clock restarts)."""
         return {"loss_sum": self.loss_sum, "correct": self.correct, "images": self.images}
 
     def load_state_dict(self, state: dict) -> None:
@@ -142,6 +145,8 @@ def sgd_optimizer(model: torch.nn.Module | list[dict], config) -> torch.optim.SG
 
 class FinalTrainer:
     """Builds everything a final-training run needs and runs its epochs."""
+
+    multi_process = True  # runs under torchrun, one process per device
 
     def __init__(self, arch, config, run, *, callback: Callback | None, interrupt):
         """``arch`` None means the config's own ``arch`` text (a resumed run knows its arch)."""
@@ -462,18 +467,25 @@ class FinalTrainer:
 
 
 # The final trainer of each data kind (``enastool.encoding.spaces.DATA_KINDS``); each has the
-# constructor signature and ``train(resume)`` of FinalTrainer.
+# constructor signature and ``train(resume)`` of FinalTrainer. The text entry (``lm.LMTrainer``)
+# is added by ``enastool.train``'s __init__: lm imports this module's helpers.
 FINAL_TRAINERS: dict[str, type] = {IMAGES: FinalTrainer}
+
+
+def final_trainer_class(space: str) -> type:
+    """The final trainer class of ``space``'s data kind (its ``multi_process`` says whether it
+    runs under torchrun)."""
+    kind = data_kind(space)
+    try:
+        return FINAL_TRAINERS[kind]
+    except KeyError:
+        raise EnasError(f"train-final: no final trainer for {kind} (space {space}) yet") from None
 
 
 def build_final_trainer(arch, config, run, *, callback: Callback | None = None, interrupt=None):
     """The final trainer of ``config.space``'s data kind, built (data, network) and ready to
     ``train(resume)``; ``run`` may be set afterwards (see FinalTrainer)."""
-    kind = data_kind(config.space)
-    try:
-        cls = FINAL_TRAINERS[kind]
-    except KeyError:
-        raise EnasError(f"train-final: no final trainer for {kind} (space {config.space}) yet") from None
+    cls = final_trainer_class(config.space)
     return cls(arch, config, run, callback=callback, interrupt=interrupt)
 
 
