@@ -19,6 +19,13 @@ uses only the public API: config resolution, ``RunDir``, ``search``, ``train_fin
 4. counts forward FLOPs per image (``enastool.nn.counting``) of the timed children (supernets)
    or of the network (finals), after the timing.
 
+Epoch mode (``--epochs E``): E whole epochs on ``--train-images`` synthetic images (CIFAR-10's
+50,000 by default, the search holding out its 10%), the search with the ``enas`` strategy (the
+paper's controller updates after each epoch), one step record per epoch (at its last step, the
+only host read of the training phase, as with the paper's ``log_every``); each epoch is timed
+in parts: training steps, what follows them (controller updates or the final network's test
+pass), checkpoint. ``benchmarks/gpu_check.py`` projects paper runs from the last epoch.
+
 Settings are the ``paper`` preset of the space unless given. ``--peer-work`` makes the step
 the plain one of the peer script (``peer_nni_step.py``): no weight decay, no gradient clipping,
 no dropout before the classifier, no augmentation, constant learning rate 0.05 (momentum 0.9,
@@ -57,6 +64,10 @@ PICKLE_PROTOCOL = 2  # the protocol of the real files
 TEST_IMAGES = 16  # the final network's end-of-epoch test pass: kept small, it is not timed
 DATA_SEED = 0
 SEARCH_STRATEGY = "random"  # uniform children: the network step without the controller's cost
+EPOCH_STRATEGY = "enas"  # epoch mode: the paper's search, controller updates included
+CIFAR_TRAIN_IMAGES = 50_000
+CIFAR_TEST_IMAGES = 10_000
+CIFAR_VALID_PER_TRAIN = (5_000, 50_000)  # the search's held-out share (enastool.data.cifar10)
 
 # The peer script's step (peer_nni_step.py): plain SGD on fixed images.
 PEER_LR = 0.05
@@ -93,6 +104,12 @@ def write_synthetic_cifar10(folder: Path, train_images: int, test_images: int, s
         write(name, train_images - per_file * index if last else per_file)
     write(CIFAR_TEST_FILE, test_images)
     return Path(folder)
+
+
+def cifar_valid_size(train_images: int) -> int:
+    """Images the search holds out of ``train_images`` (as ``enastool.data.cifar10.valid_size``)."""
+    valid, per = CIFAR_VALID_PER_TRAIN
+    return max(1, train_images * valid // per)
 
 
 class StepClock:
@@ -162,6 +179,23 @@ def final_flops(config) -> float:
     return network_counts(arch, config.layers, config.channels, info)["flops"]
 
 
+def epoch_spans(clock: StepClock, steps_per_epoch: int, what: str) -> list[dict]:
+    """Per epoch (epoch mode, one step record per epoch): seconds of the training steps, of what
+    follows them (search: the controller updates or the probe; final: the test pass), of the
+    checkpoint, and the whole span from the previous epoch's checkpoint."""
+    spans, begin = [], next(t for t, e in clock.events if e["kind"] == "start")
+    for epoch in range(1, 1 + sum(1 for _, e in clock.events if e["kind"] == "epoch")):
+        trained = next(t for t, e in clock.events if e["kind"] == "step" and e["step"] == epoch * steps_per_epoch)
+        ended = next(t for t, e in clock.events if e["kind"] == "epoch" and e["epoch"] == epoch)
+        saved = next((t for t, e in clock.events if e["kind"] == "checkpoint" and e.get("name") == "last.pt"
+                      and e["epoch"] == epoch), ended)
+        spans.append({"epoch": epoch, "train_s": trained - begin,
+                      ("update_s" if what == "supernet" else "test_s"): ended - trained,
+                      "save_s": saved - ended, "total_s": saved - begin})
+        begin = saved
+    return spans
+
+
 def run(args: argparse.Namespace) -> dict:
     import enastool
     from enastool.config import resolve_final_config, resolve_search_config
@@ -169,36 +203,46 @@ def run(args: argparse.Namespace) -> dict:
     from enastool.runs import RunDir
 
     space, what = args.network.split("-")
+    epoch_mode = args.epochs > 0
     steps_total = args.warmup + args.steps
-    overrides = dict(device=args.device, dataset="cifar10", epochs=1, log_every=1, seed=DATA_SEED)
+    overrides = dict(device=args.device, dataset="cifar10", seed=DATA_SEED,
+                     epochs=args.epochs if epoch_mode else 1)
     sizes = dict(layers=args.layers, channels=args.channels, batch_size=args.batch)
     if what == "supernet":
         sizes["num_blocks"] = args.blocks if space == "micro" else None
     overrides.update({k: v for k, v in sizes.items() if v is not None})
     if args.peer_work:
         overrides.update(PEER_WORK)
-    if args.dtype:
-        overrides["dtype"] = args.dtype
-    if args.channels_last:
-        overrides["channels_last"] = args.channels_last
+    overrides.update(args.set)
+    for key in ("dtype", "channels_last") + (("compile",) if what == "final" else ()):
+        if getattr(args, key):
+            overrides[key] = getattr(args, key)
+    resolve = resolve_search_config if what == "supernet" else resolve_final_config
+    arch = load_one(FIXTURES / f"{space}_final.txt", space=space) if what == "final" else None
+    extra = dict(arch=arch) if arch is not None else {}
     with tempfile.TemporaryDirectory(prefix="enastool-step-") as folder:
         folder = Path(folder)
         overrides["data_dir"] = str(folder / "data")
+        batch = resolve("paper", space, overrides=overrides, **extra).batch_size
         if what == "supernet":
-            # batch_size images are held out: the epoch-end probe scores children on one batch.
-            probe = resolve_search_config("paper", space, overrides=overrides)
-            batch = probe.batch_size
-            write_synthetic_cifar10(folder / "data", (steps_total + 1) * batch, TEST_IMAGES)
-            config = resolve_search_config("paper", space, overrides=dict(
-                overrides, strategy=SEARCH_STRATEGY, val_size=batch))
+            overrides["strategy"] = args.strategy or (EPOCH_STRATEGY if epoch_mode else SEARCH_STRATEGY)
+        if epoch_mode:
+            # One step record per epoch, at its last step: the only host read of the training phase.
+            train_images, test_images = args.train_images, args.test_images
+            probe = resolve("paper", space, overrides=overrides, **extra)
+            if what == "supernet":
+                steps_per_epoch = (train_images - cifar_valid_size(train_images)) // batch
+            else:
+                steps_per_epoch = train_images // batch
+            overrides["log_every"] = max(steps_per_epoch, 1)
+            del probe
         else:
-            arch = load_one(FIXTURES / f"{space}_final.txt", space=space)
-            if args.compile:
-                overrides["compile"] = args.compile
-            probe = resolve_final_config("paper", space, overrides=overrides, arch=arch)
-            batch = probe.batch_size
-            write_synthetic_cifar10(folder / "data", steps_total * batch, TEST_IMAGES)
-            config = resolve_final_config("paper", space, overrides=dict(overrides, eval_every=1), arch=arch)
+            # Step mode: a record every step; the supernet's epoch-end probe scores one held-out batch.
+            overrides.update(log_every=1, **({"val_size": batch} if what == "supernet" else {}))
+            train_images = steps_total * batch + (batch if what == "supernet" else 0)
+            test_images, steps_per_epoch = TEST_IMAGES, steps_total
+        write_synthetic_cifar10(folder / "data", train_images, test_images)
+        config = resolve("paper", space, overrides=overrides, **extra)
         run_dir = RunDir.create(folder / "run", config)
         clock = StepClock()
         if what == "supernet":
@@ -209,35 +253,52 @@ def run(args: argparse.Namespace) -> dict:
             from enastool.train.trainer import train_final
 
             train_final(None, config, run_dir, callback=clock)
-    seconds = clock.step_seconds(args.warmup)
-    if len(seconds) != args.steps:
-        raise RuntimeError(f"expected {args.steps} timed steps, the run recorded {len(seconds)}")
-    flops = supernet_flops(config, clock.step_records(args.warmup)) if what == "supernet" else final_flops(config)
     start = clock.start()
-    images_per_s = batch * len(seconds) / sum(seconds)
     setting = f"L={config.layers} C={config.channels}" + (
         f" B={config.num_blocks}" if what == "supernet" and space == "micro" else "") + f" batch={batch}"
-    return {
-        "network": args.network,
-        "setting": setting,
-        "batch": batch,
-        "steps": len(seconds),
-        "warmup": args.warmup,
+    result = {"network": args.network, "setting": setting, "batch": batch}
+    if epoch_mode:
+        spans = epoch_spans(clock, steps_per_epoch, what)
+        last = spans[-1]
+        seconds = [last["train_s"] / steps_per_epoch]
+        result.update(epochs=spans, steps_per_epoch=steps_per_epoch, train_images=train_images,
+                      strategy=getattr(config, "strategy", None))
+    else:
+        seconds = clock.step_seconds(args.warmup)
+        if len(seconds) != args.steps:
+            raise RuntimeError(f"expected {args.steps} timed steps, the run recorded {len(seconds)}")
+        result.update(steps=len(seconds), warmup=args.warmup, step_ms=[s * 1e3 for s in seconds],
+                      median_step_ms=statistics.median(seconds) * 1e3)
+    if what == "supernet":
+        records = clock.step_records(0 if epoch_mode else args.warmup)
+        flops = supernet_flops(config, records)
+    else:
+        flops = final_flops(config)
+    images_per_s = batch * len(seconds) / sum(seconds)
+    result.update({
         "images_per_s": images_per_s,
-        "step_ms": [s * 1e3 for s in seconds],
-        "median_step_ms": statistics.median(seconds) * 1e3,
         "fwd_flops_per_image": flops,
         "train_gflops_per_s": 3 * flops * images_per_s / 1e9,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * KIB / MIB,
-        "device": start.get("device"),
-        "dtype": start.get("dtype"),
-        "channels_last": start.get("channels_last"),
-        "compile": start.get("compile"),
+        "peak_device_mib": torch.cuda.max_memory_allocated() / MIB if torch.cuda.is_available() else None,
+        **{key: start.get(key) for key in ("device", "dtype", "channels_last", "compile", "kernels")},
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "enastool_path": str(Path(enastool.__file__).resolve().parent.parent),
         "peer_work": bool(args.peer_work),
-    }
+    })
+    return result
+
+
+def parse_setting(item: str) -> tuple[str, object]:
+    """``key=value`` with the value read as JSON when it is JSON (numbers, true/false), else text."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set {item!r}: expected KEY=VALUE")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -256,9 +317,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--compile", help="finals: the config's compile (default: its auto)")
     p.add_argument("--peer-work", action="store_true",
                    help="the peer script's plain step (see the module docstring)")
+    p.add_argument("--epochs", type=int, default=0,
+                   help="epoch mode: run this many whole epochs and time each (0: step mode)")
+    p.add_argument("--train-images", type=int, default=CIFAR_TRAIN_IMAGES,
+                   help="epoch mode: synthetic training images (default: CIFAR-10's)")
+    p.add_argument("--test-images", type=int, default=CIFAR_TEST_IMAGES,
+                   help="epoch mode: synthetic test images (default: CIFAR-10's)")
+    p.add_argument("--strategy", help=f"supernets: the search strategy (default: {SEARCH_STRATEGY} in step "
+                   f"mode, {EPOCH_STRATEGY} in epoch mode)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other config value (repeatable), e.g. --set controller_updates=2")
     args = p.parse_args(argv)
-    if args.steps < 1 or args.warmup < 0:
-        p.error("--steps must be >= 1 and --warmup >= 0")
+    try:
+        args.set = dict(parse_setting(item) for item in args.set)
+    except ValueError as e:
+        p.error(str(e))
+    if args.steps < 1 or args.warmup < 0 or args.epochs < 0:
+        p.error("--steps must be >= 1, --warmup and --epochs >= 0")
     return args
 
 
