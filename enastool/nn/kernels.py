@@ -59,8 +59,18 @@ def _conv_grad(grad, x, weight, stride, padding, which: str) -> torch.Tensor:
 
 
 def _shift_columns(x: torch.Tensor, offset: int) -> torch.Tensor:
-    """``x`` moved sideways so that column w holds column w + offset (zeros where none)."""
-    return F.pad(x, (-offset, offset)).contiguous(memory_format=torch.channels_last)
+    """``x`` moved sideways so that column w holds column w + offset (zeros where none), in
+    channels_last (two strided copies: faster than ``F.pad`` with a negative side)."""
+    width = x.shape[3]
+    out = torch.empty_like(x, memory_format=torch.channels_last)
+    keep = max(width - abs(offset), 0)
+    if offset >= 0:
+        out[..., keep:].zero_()
+        out[..., :keep].copy_(x[..., width - keep:])
+    else:
+        out[..., : width - keep].zero_()
+        out[..., width - keep:].copy_(x[..., :keep])
+    return out
 
 
 def depthwise_weight_grad(grad, x, weight_shape, stride, padding) -> torch.Tensor:
