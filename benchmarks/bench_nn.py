@@ -44,6 +44,10 @@ token (``recurrent_counts``: every matrix product, softmax included; the same fo
 of N nodes) and GFLOP/s = 3 x that x tokens/s. ``--small``: H = 32, batch 8, same vocabulary
 and window. There is no rnn epoch row yet (its trainer is not built).
 
+``--count-only`` skips the timing and prints the forward FLOPs (and multiply-adds, half of
+them: the unit papers quote) of the same rows, the supernet rows over the architectures a
+timed run with the same ``--warmup`` and ``--steps`` would sample.
+
 Final-training epoch (``--what epoch``): the real trainer (``enastool.train.trainer``, with
 its data loader, augmentation, gradient clipping, schedule, evaluation and checkpointing, and
 torch.compile as ``--compile`` says) trains the authors' final architecture at the ``paper``
@@ -76,7 +80,7 @@ from torch import nn
 from enastool.config import resolve_final_config
 from enastool.data import datasets
 from enastool.encoding import MacroArch, MicroArch, RecurrentArch
-from enastool.nn.counting import count_flops
+from enastool.nn.counting import FLOPS_PER_MULT_ADD, count_flops
 from enastool.nn.kernels import KERNELS
 from enastool.nn.recurrent import (
     FINAL_ALPHA,
@@ -287,6 +291,13 @@ class Runner(StepTimer):
         loss.backward()
         self.opt.step()
 
+    def sample_without_training(self, warmup: int, steps: int) -> None:
+        """Draw the architectures ``time_steps`` would time, without running any step."""
+        if self.arch is None:
+            for _ in range(warmup):
+                self.sample()
+            self.sampled = [self.sample() for _ in range(steps)]
+
     def forward_flops(self) -> float:
         """Forward FLOPs per image: the final network's, or the supernets' mean over the
         architectures of the timed steps."""
@@ -462,6 +473,7 @@ COLUMNS = ("space", "network", "setting", "dtype", "layout", "kernels", "compile
 RNN_COLUMNS = ("space", "network", "setting", "dtype", "tokens/s", "ms/step", "peak MiB",
                "fwd GFLOP/token", "GFLOP/s")
 SWITCHES = {"auto": "auto", "on": True, "off": False}  # this script's words -> the config's
+COUNT_COLUMNS = ("space", "network", "setting", "params", "fwd GFLOP/img", "fwd G mult-add/img")
 
 
 def print_table(rows: list[tuple], columns: tuple[str, ...] = COLUMNS) -> None:
@@ -485,6 +497,17 @@ def row_placement(args: argparse.Namespace, what: str) -> Placement:
     return placement
 
 
+def count_row(s: Setting, args: argparse.Namespace) -> tuple:
+    """One row of the ``--count-only`` table (supernets: all weights; FLOPs: the mean over the
+    architectures a timed run would sample)."""
+    runner = Runner(s, row_placement(args, s.what))
+    runner.sample_without_training(args.warmup, args.steps)
+    flops = runner.forward_flops()
+    params = sum(p.numel() for p in runner.net.parameters())
+    return (s.space, s.what, s.describe(), f"{params:,}", f"{flops / 1e9:.3f}",
+            f"{flops / FLOPS_PER_MULT_ADD / 1e9:.3f}")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", help="auto (cuda when available), cpu, cuda or cuda:N")
@@ -505,6 +528,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--what", choices=("supernet", "final", "epoch", "all"), default="all",
                    help="train steps of the supernets or final networks, or a final-training "
                    "epoch (the real trainer, extrapolated to CIFAR-10); default all")
+    p.add_argument("--count-only", action="store_true",
+                   help="step rows: print parameter, FLOP and mult-add counts without timing")
     p.add_argument("--small", action="store_true",
                    help="narrow widths (rnn: H=32) and batch 8, for a quick CPU run")
     p.add_argument("--threads", type=int, default=1,
@@ -540,6 +565,9 @@ def main(argv=None) -> int:
             replace(s, channels=SMALL_CHANNELS[s.space], batch=SMALL_BATCH) for s in settings
         ]
     records: list[dict] = []
+    if args.count_only:
+        print_table([count_row(s, args) for s in settings], COUNT_COLUMNS)
+        return 0
     rows = []
     for s in settings:
         placement = row_placement(args, s.what)

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import click
 
-from enastool.config import DATASETS
+from enastool.config import DATASETS, MAX_CHANNELS, MAX_COUNT, MAX_SEED
 from enastool.encoding import SPACES, MacroArch, MicroArch, RecurrentArch
 from enastool.encoding.darts import to_darts
+from enastool.encoding.macro import MAX_LAYERS
+from enastool.encoding.micro import MAX_BLOCKS
+from enastool.encoding.recurrent import MAX_NODES
 from enastool.encoding.nao import format_nao
 from enastool.encoding.render import format_for, to_dot
 from enastool.encoding.render import render as render_file
@@ -184,6 +187,15 @@ def _count_setup(dataset: str):
 DEFAULT_COUNT_DATASET = "cifar10"  # the authors' final networks, and the published counts
 
 
+# (JSON key, table column) of the counts. Papers quote multiply-adds; FLOPs count each as 2.
+COUNT_COLUMNS = (
+    ("params", "params"),
+    ("params_aux", "params+aux"),
+    ("flops", "FLOPs (2/mult-add)"),
+    ("mult_adds", "mult-adds"),
+)
+
+
 def _human(n: int) -> str:
     for factor, unit in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
         if n >= factor:
@@ -229,7 +241,7 @@ def _info_row(row: dict) -> list[str]:
     size, skips, loose = _INFO_COLUMNS[row["space"]](row)
     cells = [str(row["record"]), row["space"], size, _ops_cell(row["ops"]), skips, loose, str(row["depth"])]
     if "params" in row:
-        cells += [_human(row["params"]), _human(row["params_aux"]), _human(row["flops"])]
+        cells += [_human(row[key]) for key, _ in COUNT_COLUMNS]
     return cells
 
 
@@ -240,7 +252,7 @@ def _print_table(rows: list[dict]) -> None:
     table = Table(show_lines=True)
     columns = ["#", "space", "size", "ops", "skips", "loose ends", "depth"]
     if rows and "params" in rows[0]:
-        columns += ["params", "params+aux", "FLOPs"]
+        columns += [title for _, title in COUNT_COLUMNS]
     for name in columns:
         table.add_column(name, overflow="fold")
     for row in rows:
@@ -265,12 +277,13 @@ def _print_table(rows: list[dict]) -> None:
 @click.option(
     "--counts",
     is_flag=True,
-    help="Add the final network's params (without the auxiliary head), params_aux (with it) "
-    "and flops (forward, per image). Implied by --layers, --channels and --dataset.",
+    help="Add the final network's params (without the auxiliary head), params_aux (with it), "
+    "flops (forward, per image, a multiply-add counted as 2 FLOPs) and mult_adds (the unit "
+    "papers quote: flops / 2). Implied by --layers, --channels and --dataset.",
 )
 @click.option(
     "--layers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_LAYERS),
     default=None,
     metavar="L",
     help="Micro: normal cells of the final network (default: the authors' final setting). "
@@ -278,7 +291,7 @@ def _print_table(rows: list[dict]) -> None:
 )
 @click.option(
     "--channels",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_CHANNELS),
     default=None,
     metavar="C",
     help="Channels of the final network (default: the authors' final setting per space).",
@@ -303,16 +316,26 @@ def info(
     """Summarise the architectures in SOURCE (a file, or - for stdin: the default): ops (rnn:
     activations of nodes 1..N), skips, loose ends, depth.
 
-    With --counts (or --layers/--channels/--dataset) each record also gets the parameter and
-    FLOP counts of its final network, counted on the real module (this imports torch).
+    With --counts (or --layers/--channels/--dataset) each record also gets the parameter,
+    FLOP and multiply-add counts of its final network, counted on the real module (this
+    imports torch). FLOPs count a multiply-add as 2; papers quote multiply-adds.
     """
     records = load_input(source, space, from_format)
     rows = [{"record": r.index, **r.arch.summary()} for r in records]
     if counts or layers is not None or channels is not None or dataset is not None:
+        import torch
+
         from enastool.nn.counting import network_counts
 
         shape = _count_setup(dataset or DEFAULT_COUNT_DATASET)
-        measured = _convert_each(records, lambda arch: network_counts(arch, layers, channels, shape))
+
+        def measure(arch):
+            # On the meta device: shapes without storage, so the counts are exact, nothing is
+            # allocated and no kernel runs (seconds even for the largest architecture).
+            with torch.device("meta"):
+                return network_counts(arch, layers, channels, shape)
+
+        measured = _convert_each(records, measure)
         for row, numbers in zip(rows, measured):
             row.update(numbers)
     if fmt == "json":
@@ -338,28 +361,29 @@ def _sample_default(cls) -> int:
 @click.command()
 @click.option("--space", type=click.Choice(sorted(SPACES)), required=True, help="Search space.")
 @click.option(
-    "-n", "count", type=click.IntRange(min=1), default=1, show_default=True, metavar="N", help="How many."
+    "-n", "count", type=click.IntRange(1, MAX_COUNT), default=1, show_default=True, metavar="N", help="How many."
 )
 @click.option(
-    "--seed", type=int, default=None, metavar="K", help="Random seed (same seed, same architectures)."
+    "--seed", type=click.IntRange(0, MAX_SEED), default=None, metavar="K",
+    help="Random seed (same seed, same architectures).",
 )
 @click.option(
     "--layers",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_LAYERS),
     default=None,
     metavar="N",
     help=f"Macro: layers per architecture (default {_sample_default(MacroArch)}).",
 )
 @click.option(
     "--blocks",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_BLOCKS),
     default=None,
     metavar="B",
     help=f"Micro: blocks per cell (default {_sample_default(MicroArch)}).",
 )
 @click.option(
     "--nodes",
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_NODES),
     default=None,
     metavar="N",
     help=f"Rnn: nodes after node 0 (default {_sample_default(RecurrentArch)}).",

@@ -16,7 +16,7 @@ import sys
 
 import click
 
-from enastool.config import DATASETS, DTYPES, PRESETS, STRATEGIES, SearchConfig
+from enastool.config import DATASETS, DTYPES, MAX_COUNT, MAX_SEED, PRESETS, STRATEGIES, SearchConfig
 from enastool.encoding import SPACES
 from enastool.errors import EnasError
 
@@ -32,24 +32,26 @@ SEARCH_OPTIONS: tuple[tuple[str, object], ...] = (
     ("strategy", click.Choice(STRATEGIES)),
     ("dataset", click.Choice(DATASETS)),
     ("data_dir", click.Path(file_okay=False)),
-    ("epochs", click.IntRange(min=1)),
-    ("seed", click.IntRange(min=0)),
+    ("epochs", int),
+    ("seed", int),
     ("device", str),
     ("dtype", click.Choice(DTYPES)),
-    ("layers", click.IntRange(min=1)),
-    ("channels", click.IntRange(min=1)),
-    ("num_blocks", click.IntRange(min=1)),
-    ("batch_size", click.IntRange(min=1)),
-    ("val_size", click.IntRange(min=1)),
+    ("layers", int),
+    ("channels", int),
+    ("num_blocks", int),
+    ("batch_size", int),
+    ("val_size", int),
     ("lr_max", float),
     ("lr_min", float),
     ("l2", float),
     ("grad_clip", float),
-    ("controller_samples", click.IntRange(min=1)),
-    ("controller_updates", click.IntRange(min=1)),
-    ("log_every", click.IntRange(min=1)),
-    ("checkpoint_every", click.IntRange(min=1)),
+    ("controller_samples", int),
+    ("controller_updates", int),
+    ("log_every", int),
+    ("checkpoint_every", int),
 )
+# Numbers are checked by the configuration's rules (enastool.config.RULES), one range per
+# setting, whether they come from an option, a --config file or a run's config.json.
 
 
 def option_name(field: str) -> str:
@@ -134,16 +136,16 @@ def search(out, preset, config_file, resume, quiet, **settings) -> None:
 
 @click.command()
 @click.argument("run", metavar="RUN")
-@click.option("--samples", type=click.IntRange(min=1), default=None,
+@click.option("--samples", type=click.IntRange(1, MAX_COUNT), default=None,
               help="Architectures to sample and score (default: the run's derive_samples).")
-@click.option("--top", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--top", type=click.IntRange(1, MAX_COUNT), default=1, show_default=True,
               help="How many of the best to print.")
-@click.option("--batches", type=click.IntRange(min=1), default=None,
+@click.option("--batches", type=click.IntRange(1, MAX_COUNT), default=None,
               help="Validation minibatches scoring each architecture (default: the run's "
                    "derive_batches; not set: the whole split).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text: one record per line; json: a list of objects with a score.")
-@click.option("--seed", type=click.IntRange(min=0), default=None,
+@click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
               help="Seed of the sampling (default: the run's seed).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--quiet", is_flag=True, help="No progress display and no ranking table.")

@@ -33,7 +33,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from enastool.config import DATASETS, DTYPES, PRESETS, FinalConfig
+from enastool.config import DATASETS, DTYPES, MAX_BATCH_SIZE, MAX_COUNT, PRESETS, FinalConfig
 from enastool.runs import CHECKPOINT_CHOICES, EVAL_SPLITS, GracefulInterrupt  # no torch import
 
 from .common import from_option, load_input, load_single, space_option
@@ -113,7 +113,8 @@ def override_options(command):
 @override_options
 @click.option("--resume", metavar="RUN", type=click.Path(), default=None,
               help="Continue RUN from its last.pt with its own config (SOURCE optional).")
-@click.option("--quiet", is_flag=True, help="No progress and no summary (errors still print).")
+@click.option("--quiet", is_flag=True,
+              help="No progress and no summary (errors, and how to resume after an interruption, still print).")
 def train_final(source, space, from_format, dataset, data_dir, out, preset, config_file, device, resume,
                 quiet, **overrides):
     """Train the one architecture in SOURCE from scratch; report test accuracy as it goes.
@@ -169,7 +170,7 @@ def train_final(source, space, from_format, dataset, data_dir, out, preset, conf
     result, is_main = run_training(arch, config, run_path, resume=resume is not None, quiet=quiet)
     show = is_main and not quiet
     if result["interrupted"]:
-        if show:
+        if is_main:  # even under --quiet: the run is unfinished, and this says how to go on
             click.echo(f"{TITLE}: interrupted at epoch {result['epoch']}, step {result['step']}; "
                        f"last.pt saved. Continue with: enastool train-final --resume {run_path}", err=True)
         sys.exit(result["exit_code"])  # every rank agreed to stop: each exits the same way
@@ -183,7 +184,7 @@ def run_training(arch, config, run_path, *, resume: bool, quiet: bool) -> tuple[
     Returns the trainer's result and whether this process is rank 0 (the one that reports)."""
     from enastool.runs import RunDir
     from enastool.train import distributed
-    from enastool.train.trainer import FinalTrainer
+    from enastool.train.trainer import build_final_trainer
 
     info, _ = distributed.init_distributed(config.device)
     try:
@@ -202,7 +203,7 @@ def run_training(arch, config, run_path, *, resume: bool, quiet: bool) -> tuple[
             stop = RankAgreement(interrupt, every=config.log_every)
             # Built before a new run directory exists: bad data, network or batch settings
             # leave nothing behind that would block the corrected command.
-            trainer = FinalTrainer(arch, config, run, callback=show, interrupt=stop)
+            trainer = build_final_trainer(arch, config, run, callback=show, interrupt=stop)
             if not resume:
                 trainer.run = distributed.setup_run_dir(run_path, config, resume=False, kind="final",
                                                         command=command_line())
@@ -232,14 +233,9 @@ def command_line() -> list[str]:
 def check_new_run_dir(path) -> None:
     """The errors RunDir.create would raise, raised on every rank before any creates it, so a
     torchrun job with a bad --out stops everywhere instead of waiting at a barrier."""
-    from enastool.errors import EnasError
+    from enastool.runs import check_new_run_path
 
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise EnasError(f"{path} exists and is a file; choose another --out")
-    if path.is_dir() and any(path.iterdir()):
-        raise EnasError(f"{path} exists and is not empty; use --resume {path} to continue it "
-                        "or choose another --out")
+    check_new_run_path(path)
 
 
 class LaunchedInterrupt(GracefulInterrupt):
@@ -317,8 +313,9 @@ class RankAgreement:
 @click.option("--tta", is_flag=True, help="Average the logits of each image and its mirror image.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               help="table (default) or json, on stdout.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Evaluation batch (default: 2 x the run's).")
-@click.option("--batches", type=click.IntRange(min=1), default=None,
+@click.option("--batch-size", type=click.IntRange(1, MAX_BATCH_SIZE), default=None,
+              help="Evaluation batch (default: 2 x the run's).")
+@click.option("--batches", type=click.IntRange(1, MAX_COUNT), default=None,
               help="Search run: score on this many validation minibatches (default: the whole split).")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda when available), cpu, cuda or cuda:N")
 def evaluate(run_path, arch_source, space, from_format, dataset, data_dir, split, checkpoint, tta, fmt, batch_size,

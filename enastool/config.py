@@ -6,7 +6,17 @@ A configuration is resolved in layers, each later one winning:
 
 The ``paper`` preset is the authors' settings table (reference sec. 4); ``smoke`` is the same
 recipe shrunk to run on the small ``digits`` data set in about a minute on two CPU cores. Both
-live in the tables below, so every number with a meaning is written down exactly once.
+live in the tables below, so every number with a meaning is written down exactly once. A
+search preset is the space's column plus the additions of its strategy
+(``STRATEGY_PRESETS``: ghost batch norm is on for one-shot search only).
+
+``l2`` means the authors' flag in both kinds of run: ``l2 * sum(w ** 2)`` added to the loss
+over every trainable parameter, i.e. an SGD weight decay of ``2 * l2``
+(``enastool.train.trainer.parameter_groups``).
+
+Every numeric setting has a checked range (``RULES``), upper bound included, so a typo such as
+``epochs = 9223372036854775807`` or ``--seed 99999999999999999999999`` is one line naming the
+setting and where it came from, never an overflow deep in torch or an allocation of absurd size.
 
 This module never imports torch: the CLI can resolve and print a configuration instantly.
 """
@@ -29,10 +39,14 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from .encoding import SPACES, space_class
+from .encoding.macro import MAX_LAYERS
+from .encoding.micro import MAX_BLOCKS
 from .errors import EnasError
 
 STRATEGIES = ("enas", "random", "oneshot")
 DATASETS = ("digits", "cifar10")
+# Whether a data set is read from a data directory (digits comes with scikit-learn).
+DATASET_READS_FILES = {"digits": False, "cifar10": True}
 DEFAULT_DATASET = "digits"  # embedded, offline: the data set when no data directory is given
 DEFAULT_DATASET_WITH_DIR = "cifar10"
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -83,7 +97,9 @@ class _Config:
         Path(path).write_text(self.to_json(), encoding="utf-8")
 
     @classmethod
-    def read_json(cls, path: str | Path):
+    def read_json(cls, path: str | Path, complete: bool = False):
+        """The config in a JSON file; ``complete`` (a run's config.json, written whole when the
+        run started) refuses a file that lacks any setting instead of filling in defaults."""
         path = Path(path)
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -93,6 +109,13 @@ class _Config:
             raise EnasError(f"{path}: not a readable JSON config ({e})") from None
         if not isinstance(data, dict):
             raise EnasError(f"{path}: expected a JSON object of config keys")
+        missing = [name for name in cls.field_names() if name not in data] if complete else []
+        if missing:
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            raise EnasError(
+                f"{path}: missing {shown}; a run's config.json holds every {cls.kind} setting "
+                "(put the original back)"
+            )
         return cls.from_dict(data, source=str(path))
 
     # ----------------------------------------------------------------- TOML
@@ -140,6 +163,14 @@ class _Config:
         lr_max, lr_min = getattr(self, "lr_max"), getattr(self, "lr_min")
         if lr_min > lr_max:
             found.append(("lr_min", f"must not exceed lr_max = {lr_max}"))
+        if self.data_dir is not None and not DATASET_READS_FILES.get(self.dataset, True):
+            found.append(("data_dir", f"does not apply to the {self.dataset} data set, which needs no "
+                                      "files; drop it, or use the cifar10 data set"))
+        ghost, batch = getattr(self, "ghost_batch_size", 0), self.batch_size
+        if ghost and batch % ghost:  # equal ghosts: every statistic over the same number of images
+            found.append(
+                ("ghost_batch_size", f"must divide batch_size = {batch}; set a divisor, or 0 for off")
+            )
         return found
 
     def validate(self, origins: Mapping[str, str] | None = None) -> None:
@@ -174,7 +205,7 @@ class SearchConfig(_Config):
     )
     seed: int = setting(0, "seed of every random number generator")
     device: str = setting("auto", "auto (cuda when available), cpu, cuda or cuda:N")
-    dtype: str = setting("auto", "compute dtype: auto (bfloat16 on cuda), float32, bfloat16")
+    dtype: str = setting("auto", "compute dtype: auto (bfloat16 on cuda), float32, bfloat16, float16 (cuda only)")
     channels_last: bool | str = setting("auto", "channels-last memory format: auto, true, false")
 
     # shared weights (the child networks)
@@ -183,7 +214,11 @@ class SearchConfig(_Config):
     layers: int = setting(12, "macro: layers; micro: normal cells (2 reduction cells are added)")
     channels: int = setting(36, "channels of the first stage")
     num_blocks: int = setting(5, "micro: blocks per cell (B)")
-    l2: float = setting(2.5e-4, "L2 weight decay of the shared weights")
+    l2: float = setting(
+        2.5e-4,
+        "the authors' L2 flag: l2 x sum(w^2) joins the loss, so SGD decays each parameter a "
+        "step trains by 2 x l2 (torch weight_decay = 2 x l2)",
+    )
     keep_prob: float = setting(0.9, "keep probability of the dropout before the classifier")
     lr_max: float = setting(0.05, "learning rate at the start of each cosine cycle")
     lr_min: float = setting(5e-4, "learning rate at the end of each cosine cycle")
@@ -195,6 +230,10 @@ class SearchConfig(_Config):
     augment_pad: int = setting(4, "zero padding before the random crop (0 = no crop)")
     augment_flip: bool = setting(True, "random horizontal flips")
     cutout: int = setting(0, "cutout square size in pixels (0 = off)")
+    ghost_batch_size: int = setting(
+        0, "supernet batch norm takes its statistics per ghost batch of this many images; "
+        "must divide batch_size (0 = the whole batch; the oneshot presets turn it on)"
+    )
 
     # controller (strategy enas)
     controller_lr: float = setting(1e-3, "controller Adam learning rate")
@@ -213,8 +252,11 @@ class SearchConfig(_Config):
     skip_weight: float = setting(0.8, "macro: weight of the KL penalty toward skip_target")
 
     # one-shot (strategy oneshot)
-    oneshot_drop_max: float = setting(0.5, "path-dropout rate reached at the end of the ramp")
-    oneshot_drop_ramp: float = setting(1.0, "fraction of the epochs over which the rate ramps up")
+    oneshot_drop_max: float = setting(
+        0.5, "path dropout r at the end of the ramp: each of a node's k paths is dropped with "
+        "probability r^(1/k), all k with probability r"
+    )
+    oneshot_drop_ramp: float = setting(1.0, "fraction of the epochs over which r ramps up from 0")
 
     # derive (after the search)
     derive_samples: int = setting(100, "architectures sampled and scored by derive")
@@ -240,7 +282,7 @@ class FinalConfig(_Config):
     data_dir: str | None = setting(None, "folder holding the data set; not set = default place")
     seed: int = setting(0, "seed of every random number generator")
     device: str = setting("auto", "auto (cuda when available), cpu, cuda or cuda:N")
-    dtype: str = setting("auto", "compute dtype: auto (bfloat16 on cuda), float32, bfloat16")
+    dtype: str = setting("auto", "compute dtype: auto (bfloat16 on cuda), float32, bfloat16, float16 (cuda only)")
     channels_last: bool | str = setting("auto", "channels-last memory format: auto, true, false")
     compile: bool | str = setting("auto", "torch.compile the network: auto (on cuda), true, false")
 
@@ -249,7 +291,11 @@ class FinalConfig(_Config):
     batch_size: int = setting(100, "training minibatch size")
     layers: int = setting(24, "macro: layers (the arch's own count); micro: normal cells")
     channels: int = setting(96, "channels of the first stage (doubled at each reduction)")
-    l2: float = setting(2e-4, "L2 weight decay")
+    l2: float = setting(
+        2e-4,
+        "the authors' L2 flag: l2 x sum(w^2) over every parameter joins the loss, so SGD "
+        "decays by 2 x l2 (torch weight_decay = 2 x l2)",
+    )
     keep_prob: float = setting(0.5, "keep probability of the dropout before the classifier")
     drop_path_keep: float = setting(1.0, "micro: drop-path keep probability (1.0 = off)")
     aux_weight: float = setting(0.0, "micro: loss weight of the auxiliary head (0 = no head)")
@@ -328,12 +374,20 @@ SMOKE: dict[str, dict[str, dict[str, Any]]] = {
             augment_pad=0, augment_flip=False, cutout=0,
             controller_samples=5, controller_updates=5,
             # 50 controller updates instead of the paper's thousands: a larger step lets the
-            # policy move visibly (micro entropy 20.04 -> 19.29 nats; derive's best 0.62, not 0.52).
+            # policy move visibly (micro entropy 20.04 -> 19.29 nats; derive's best 0.62, not 0.52;
+            # measured before the micro search network had separate x/y weights, see below).
             controller_lr=0.03,
             derive_samples=10, log_every=5,
         ),
         "macro": dict(layers=4),
-        "micro": dict(layers=3, num_blocks=2),
+        "micro": dict(
+            layers=3, num_blocks=2,
+            # The authors' micro search network gives the x and y slots of a block their own
+            # weights, so each op trains half as often as with shared ones; twice the paper's
+            # rate makes up for part of that in 10 epochs (enas, derive's best for seeds 0, 1,
+            # 2: 0.55, 0.34, 0.33 at 0.1; 0.45, 0.24 for seeds 0, 1 at 0.05).
+            lr_max=0.1,
+        ),
     },
     "final": {
         "all": dict(
@@ -347,17 +401,30 @@ SMOKE: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
+# Additions to a search preset for one strategy, applied after the space's column. Ghost batch
+# norm (Bender et al.'s one-shot training): the paper's batches of 128 (macro) and 160 (micro)
+# in ghosts of 32, the smoke batch of 64 in ghosts of 16. Bender et al. trained with larger
+# batches; the ghost size they used could not be checked here, so these are enastool's choice.
+PAPER_GHOST_BATCH = 32
+SMOKE_GHOST_BATCH = 16
+STRATEGY_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "paper": {"oneshot": dict(ghost_batch_size=PAPER_GHOST_BATCH)},
+    "smoke": {"oneshot": dict(ghost_batch_size=SMOKE_GHOST_BATCH)},
+}
+
 PRESETS = ("paper", "smoke")
 
 
-def preset_values(kind: str, preset: str, space: str) -> dict[str, Any]:
-    """The key/values a preset sets for a run kind and space."""
+def preset_values(kind: str, preset: str, space: str, strategy: str | None = None) -> dict[str, Any]:
+    """The key/values a preset sets for a run kind and space (and, for search, strategy)."""
     if preset not in PRESETS:
         raise EnasError(f"unknown preset {preset!r}, expected one of {', '.join(PRESETS)}")
     values = dict(PAPER[kind][space])
     if preset == "smoke":
         values.update(SMOKE[kind]["all"])
         values.update(SMOKE[kind][space])
+    if kind == SearchConfig.kind:
+        values.update(STRATEGY_PRESETS[preset].get(strategy or SearchConfig.strategy, {}))
     return values
 
 
@@ -367,31 +434,42 @@ def preset_values(kind: str, preset: str, space: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+# Upper bounds. None is a recommendation: each sits far above any setting in use (the paper's
+# in brackets), so a rule only catches a typo or a misplaced exponent, before the value can
+# overflow a 64-bit integer in torch or ask for an allocation of absurd size.
+MAX_SEED = 2**32 - 1  # NumPy's seed range: every run seeds NumPy's generator from it
+MAX_EPOCHS = 100_000  # [310, 630]; also the bound of every "epochs between ..." setting
+MAX_BATCH_SIZE = 65_536  # [128, 160, 100]
+MAX_CHANNELS = 1_024  # [36, 20, 96]
+MAX_IMAGES = 10_000_000  # val_size: more than any data set enastool reads holds
+MAX_PIXELS = 1_024  # augment_pad, cutout: more than the side of any image [4, 16]
+MAX_STEPS = 1_000_000_000  # log_every
+MAX_COUNT = 1_000_000  # samples, updates and batches per epoch or per derive [20, 50, 100]
+MAX_LSTM_SIZE = 4_096  # [64]
+MAX_LSTM_LAYERS = 64  # [1]
+MAX_CYCLE_FACTOR = 100  # lr_tmul [2]
+MAX_RATE = 10.0  # learning rates [0.05, 3.5e-3]: SGD and Adam diverge long before
+MAX_COEFFICIENT = 1_000.0  # loss weights, logit constants, clipping norm [0.8, 1.5, 5.0]
+
+
 def _one_of(choices):
     return lambda v: None if v in choices else f"is not one of {', '.join(map(str, choices))}"
 
 
-def _at_least(low):
-    return lambda v: None if v >= low else f"must be at least {low}"
-
-
 def _in_range(low, high, low_open=False, high_open=False):
+    """A rule for numbers in [low, high] (``low_open``/``high_open``: that end excluded); NaN and
+    infinities are refused too."""
+
     def rule(v):
+        # An int may be too large for a float (math.isfinite would raise): it is finite anyway.
+        finite = isinstance(v, int) or math.isfinite(v)
         ok_low = v > low if low_open else v >= low
         ok_high = v < high if high_open else v <= high
-        if ok_low and ok_high and math.isfinite(v):
+        if finite and ok_low and ok_high:
             return None
-        return f"must be in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        return f"must be in {'(' if low_open else '['}{low:,}, {high:,}{')' if high_open else ']'}"
 
     return rule
-
-
-def _positive(v):
-    return None if v > 0 and math.isfinite(v) else "must be positive"
-
-
-def _non_negative(v):
-    return None if v >= 0 and math.isfinite(v) else "must not be negative"
 
 
 def _switch(v):
@@ -402,11 +480,26 @@ def _non_empty(v):
     return None if v.strip() else "must not be empty"
 
 
-POSITIVE_INTS = (
-    "epochs", "batch_size", "layers", "channels", "num_blocks", "lr_t0", "lr_tmul", "val_size",
-    "controller_samples", "controller_updates", "lstm_size", "lstm_layers", "derive_samples",
-    "derive_batches", "log_every", "checkpoint_every", "eval_every",
-)
+def _ghost_batch_size(v):
+    # A ghost of one image would normalise each image by itself.
+    if v == 0 or 2 <= v <= MAX_BATCH_SIZE:
+        return None
+    return f"must be 0 (off) or in [2, {MAX_BATCH_SIZE}]"
+
+
+def _probability(low_open=False, high_open=False):
+    return _in_range(0, 1, low_open=low_open, high_open=high_open)
+
+
+def _positive(high):
+    return _in_range(0, high, low_open=True)
+
+
+def _non_negative(high):
+    return _in_range(0, high)
+
+
+# One rule per setting; every numeric setting of both configs has one (a test checks that).
 RULES: dict[str, Any] = {
     "space": _one_of(tuple(SPACES)),
     "strategy": _one_of(STRATEGIES),
@@ -415,30 +508,42 @@ RULES: dict[str, Any] = {
     "device": _non_empty,
     "channels_last": _switch,
     "compile": _switch,
-    "seed": _at_least(0),
-    "augment_pad": _at_least(0),
-    "cutout": _at_least(0),
-    **{name: _at_least(1) for name in POSITIVE_INTS},
-    "keep_prob": _in_range(0, 1, low_open=True),
-    "drop_path_keep": _in_range(0, 1, low_open=True),
-    "momentum": _in_range(0, 1, high_open=True),
-    "baseline_decay": _in_range(0, 1, high_open=True),
-    "controller_beta1": _in_range(0, 1, high_open=True),
-    "oneshot_drop_max": _in_range(0, 1, high_open=True),
-    "oneshot_drop_ramp": _in_range(0, 1, low_open=True),
-    "skip_target": _in_range(0, 1, low_open=True, high_open=True),
-    "lr_max": _positive,
-    "controller_lr": _positive,
-    "controller_eps": _positive,
-    "op_tanh_reduce": _positive,
-    "temperature": _positive,
-    **{
-        name: _non_negative
-        for name in (
-            "lr_min", "l2", "grad_clip", "tanh_constant", "entropy_weight", "skip_weight",
-            "aux_weight",
-        )
-    },
+    "seed": _in_range(0, MAX_SEED),
+    "epochs": _in_range(1, MAX_EPOCHS),
+    "batch_size": _in_range(1, MAX_BATCH_SIZE),
+    "layers": _in_range(1, MAX_LAYERS),
+    "channels": _in_range(1, MAX_CHANNELS),
+    "num_blocks": _in_range(1, MAX_BLOCKS),
+    "val_size": _in_range(1, MAX_IMAGES),
+    "augment_pad": _in_range(0, MAX_PIXELS),
+    "cutout": _in_range(0, MAX_PIXELS),
+    "ghost_batch_size": _ghost_batch_size,
+    "lr_t0": _in_range(1, MAX_EPOCHS),
+    "lr_tmul": _in_range(1, MAX_CYCLE_FACTOR),
+    "checkpoint_every": _in_range(1, MAX_EPOCHS),
+    "eval_every": _in_range(1, MAX_EPOCHS),
+    "log_every": _in_range(1, MAX_STEPS),
+    "lstm_size": _in_range(1, MAX_LSTM_SIZE),
+    "lstm_layers": _in_range(1, MAX_LSTM_LAYERS),
+    **{name: _in_range(1, MAX_COUNT)
+       for name in ("controller_samples", "controller_updates", "derive_samples", "derive_batches")},
+    "keep_prob": _probability(low_open=True),
+    "drop_path_keep": _probability(low_open=True),
+    "momentum": _probability(high_open=True),
+    "baseline_decay": _probability(high_open=True),
+    "controller_beta1": _probability(high_open=True),
+    "oneshot_drop_max": _probability(high_open=True),
+    "oneshot_drop_ramp": _probability(low_open=True),
+    "skip_target": _probability(low_open=True, high_open=True),
+    "l2": _probability(),  # weight decay of 1 would wipe the weights every step
+    "lr_max": _positive(MAX_RATE),
+    "lr_min": _non_negative(MAX_RATE),
+    "controller_lr": _positive(MAX_RATE),
+    "controller_eps": _positive(1.0),
+    "op_tanh_reduce": _positive(MAX_COEFFICIENT),
+    "temperature": _positive(MAX_COEFFICIENT),
+    **{name: _non_negative(MAX_COEFFICIENT)
+       for name in ("grad_clip", "tanh_constant", "entropy_weight", "skip_weight", "aux_weight")},
 }
 
 
@@ -634,7 +739,8 @@ def _resolve(cls, preset, space, config_file, overrides, arch=None):
             values[key] = coerce_value(cls, key, value, origin)
             origins[key] = origin
 
-    layer(preset_values(cls.kind, preset, space), f"preset {preset!r}")
+    strategy = overrides.get("strategy") or file_values.get("strategy")  # picks search additions
+    layer(preset_values(cls.kind, preset, space, strategy), f"preset {preset!r}")
     layer(file_values, str(config_file))
     layer(overrides, COMMAND_LINE)
     layer({"space": space}, origins.get("space", COMMAND_LINE))

@@ -2,31 +2,48 @@
 
 Layout of a run directory::
 
-    run.json        kind ("search" or "final"), enastool version, creation time, command line
+    run.json        kind ("search" or "final"), format, enastool version, creation time,
+                    command line, and the SHA-256 digests of its configuration and recorded files
     config.toml     the resolved configuration, for people (and for --config)
     config.json     the same, exactly; resume reads this one
     metrics.jsonl   one JSON object per line, appended and flushed as training goes
     last.pt         latest checkpoint (best.pt: best one of a final-training run)
+    arch.txt        (final runs) the architecture trained, a file recorded with ``record_file``
 
 Checkpoints hold only tensors, numbers, strings, lists, tuples and dicts, so they load with
 ``torch.load(weights_only=True)``: opening a run never executes pickled code. torch is
 imported only where checkpoints are touched, so the rest of the CLI starts fast.
+
+What :meth:`RunDir.open` checks (every command that reads a run: resume, derive, evaluate):
+run.json is a run of a known kind and of this format; config.json is a complete configuration
+whose values pass the config's rules; and the configuration and every recorded file are the
+ones the run started with (their digests match run.json's). Anything else is refused with one
+line naming the file: a run never continues silently with an edited configuration or a
+replaced arch.txt. Checkpoints are checked against the run that loads them by
+``enastool.checkpoints``.
+
+Writes are atomic (``enastool.atomic``); a failed write (a full disk) is one line naming the
+file, the free space and that the previous file is intact. A metrics line that cannot be
+written whole is cut off again, so the records before it stay readable.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 import signal
-import stat
-import tempfile
+import sys
 import threading
+from collections import OrderedDict
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Mapping
+from typing import Any, Iterable, Mapping
 
 from . import __version__
+from .atomic import write_atomic, write_error
+from .atomic import write_text_atomic as write_text_atomic  # the loops import it from here
 from .config import CONFIG_CLASSES
 from .errors import EnasError
 
@@ -39,8 +56,11 @@ BEST_CHECKPOINT = "best.pt"
 # What `evaluate --checkpoint` may name, and the splits a final run can be evaluated on.
 CHECKPOINT_CHOICES = {"last": LAST_CHECKPOINT, "best": BEST_CHECKPOINT}
 EVAL_SPLITS = ("test", "valid")
-# Bumped when the layout of a run directory changes incompatibly.
-RUN_FORMAT = 1
+# Bumped when the layout of a run directory changes incompatibly (2: digests in run.json).
+RUN_FORMAT = 2
+DIGESTS = "digests"  # run.json key: file name -> "sha256:<hex>" (config.json: of the resolved config)
+DIGEST_PREFIX = "sha256:"
+NUMPY_SEED_RANGE = 2**32  # np.random.seed takes 0 <= seed < 2**32
 # Metric records are ordered by this key; resume drops records past the checkpoint's step.
 STEP_KEY = "step"
 
@@ -75,13 +95,7 @@ class RunDir:
         kind = kind or config.kind
         if CONFIG_CLASSES.get(kind) is not type(config):
             raise ValueError(f"kind {kind!r} does not match a {type(config).__name__}")
-        if path.exists() and not path.is_dir():
-            raise EnasError(f"{path} exists and is a file; choose another --out")
-        if path.is_dir() and any(path.iterdir()):
-            raise EnasError(
-                f"{path} exists and is not empty; use --resume {path} to continue it "
-                "or choose another --out"
-            )
+        check_new_run_path(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -92,12 +106,14 @@ class RunDir:
             "enastool_version": __version__,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "command": list(command) if command is not None else None,
+            DIGESTS: {CONFIG_JSON: digest(config.to_json())},
         }
         write_text_atomic(path / CONFIG_TOML, config.to_toml())
         write_text_atomic(path / CONFIG_JSON, config.to_json())
+        run = cls(path, config, info)
         # run.json last: it marks a complete run directory.
-        write_text_atomic(path / RUN_FILE, json.dumps(info, indent=2) + "\n")
-        return cls(path, config, info)
+        run._write_info()
+        return run
 
     @classmethod
     def open(cls, path: str | Path, kind: str | None = None) -> "RunDir":
@@ -115,17 +131,65 @@ class RunDir:
                 )
         info = _read_json_object(path / RUN_FILE)
         found_kind = info.get("kind")
-        if found_kind not in CONFIG_CLASSES:
-            raise EnasError(f"{path / RUN_FILE}: unknown run kind {found_kind!r}")
+        if not isinstance(found_kind, str) or found_kind not in CONFIG_CLASSES:
+            raise EnasError(f"{path / RUN_FILE}: unknown run kind {str(found_kind)[:40]!r}")
         if info.get("format") != RUN_FORMAT:
             raise EnasError(
-                f"{path / RUN_FILE}: run format {info.get('format')!r} is not {RUN_FORMAT}; "
+                f"{path / RUN_FILE}: run format {str(info.get('format'))[:40]!r} is not {RUN_FORMAT}; "
                 "it was written by another enastool version"
             )
+        digests = info.get(DIGESTS)
+        if not (isinstance(digests, dict) and isinstance(digests.get(CONFIG_JSON), str)
+                and all(isinstance(v, str) for v in digests.values())):
+            raise EnasError(f"{path / RUN_FILE}: no {DIGESTS!r} of the run's files; it is not an enastool run.json")
         if kind is not None and found_kind != kind:
             raise EnasError(f"{path} is a {found_kind} run, expected a {kind} run")
-        config = CONFIG_CLASSES[found_kind].read_json(path / CONFIG_JSON)
-        return cls(path, config, info)
+        config = CONFIG_CLASSES[found_kind].read_json(path / CONFIG_JSON, complete=True)
+        run = cls(path, config, info)
+        run._check_digests()
+        return run
+
+    # ----------------------------------------------------------------- recorded files
+    def record_file(self, name: str, text: str) -> Path:
+        """Write ``name`` (atomically) and record its digest in run.json: from then on every
+        :meth:`open` refuses the run if the file is edited, replaced or deleted."""
+        target = self.path / _plain_name(name)
+        write_text_atomic(target, text)
+        self.info[DIGESTS][name] = digest(text)
+        self._write_info()
+        return target
+
+    def _write_info(self) -> None:
+        write_text_atomic(self.path / RUN_FILE, json.dumps(self.info, indent=2) + "\n")
+
+    def _check_digests(self) -> None:
+        """The configuration and every recorded file must be the ones the run started with."""
+        for name, recorded in self.info[DIGESTS].items():
+            if Path(name).name != name or name in ("", ".", ".."):
+                raise EnasError(f"{self.path / RUN_FILE}: {name[:40]!r} is not a file of the run")
+            path = self.path / name
+            if name == CONFIG_JSON:
+                # Of the configuration as read, so that reformatting the JSON changes nothing.
+                if digest(self.config.to_json()) != recorded:
+                    raise EnasError(
+                        f"{path}: the configuration differs from the one this run started with "
+                        f"(its digest is recorded in {RUN_FILE}); put the original back, or start a "
+                        f"new run with other settings (--config {self.path / CONFIG_TOML} takes the old ones)"
+                    )
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                reason = "deleted" if isinstance(e, FileNotFoundError) else f"unreadable ({e.strerror})"
+                raise EnasError(
+                    f"{path}: {reason} since the run started ({RUN_FILE} records its digest); "
+                    "put the original back or start a new run"
+                ) from None
+            if digest(data) != recorded:
+                raise EnasError(
+                    f"{path}: edited or replaced since the run started (its digest differs from the "
+                    f"one in {RUN_FILE}); put the original back or start a new run"
+                )
 
     # ----------------------------------------------------------------- metrics
     @property
@@ -133,11 +197,29 @@ class RunDir:
         return self.path / METRICS_FILE
 
     def log(self, record: Mapping[str, Any]) -> None:
-        """Append one record as a JSON line, flushed so a crash loses at most this line."""
-        line = json.dumps(dict(record), default=_plain_number, allow_nan=True)
-        with self.metrics_path.open("a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
-            handle.flush()
+        """Append one record as a JSON line, written straight to the file so a crash loses at
+        most this line. A write that fails (a full disk) is cut off again, so no torn line is
+        left for the next record to land on, and reported as one EnasError."""
+        data = (json.dumps(dict(record), default=_plain_number, allow_nan=True) + "\n").encode("utf-8")
+        path = self.metrics_path
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the mode open() gives
+        except OSError as e:
+            raise write_error(path, e, True, kept="the records written before are intact") from None
+        try:
+            size = os.fstat(fd).st_size
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            except OSError as e:
+                try:
+                    os.ftruncate(fd, size)
+                except OSError:
+                    pass  # a torn last line is skipped by every reader anyway
+                raise write_error(path, e, True, kept="the records written before are intact") from None
+        finally:
+            os.close(fd)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """All records; a torn last line (a crash while writing) is skipped."""
@@ -164,20 +246,33 @@ class RunDir:
 
     # ----------------------------------------------------------------- checkpoints
     def checkpoint_path(self, name: str = LAST_CHECKPOINT) -> Path:
-        if Path(name).name != name or name in ("", ".", ".."):
-            raise ValueError(f"checkpoint name must be a plain file name, got {name!r}")
-        return self.path / name
+        return self.path / _plain_name(name)
 
     def has_checkpoint(self, name: str = LAST_CHECKPOINT) -> bool:
-        return self.checkpoint_path(name).is_file()
+        """Whether checkpoint ``name`` exists; something else in its place (a folder, a broken
+        link) is an error rather than "no checkpoint", which would restart the run."""
+        path = self.checkpoint_path(name)
+        if path.is_file():
+            return True
+        if path.exists() or path.is_symlink():
+            raise EnasError(
+                f"{path} is not a file (a folder or a broken link); move it out of the way "
+                "(the run's checkpoint belongs there)"
+            )
+        return False
 
     def save_checkpoint(self, name: str, state: Mapping[str, Any]) -> Path:
-        """Write ``state`` atomically (see ``_write_atomic``)."""
+        """Write ``state`` atomically (see ``enastool.atomic``): a failure such as a full disk
+        is one EnasError, and the previous checkpoint is left as it was."""
         import torch
 
         check_checkpoint_state(state)
         target = self.checkpoint_path(name)
-        _write_atomic(target, lambda handle: torch.save(dict(state), handle))
+        canonical = _canonical(dict(state))
+        # On failure, say which checkpoint the run can still be resumed from.
+        intact = [n for n in dict.fromkeys((name, LAST_CHECKPOINT)) if self.checkpoint_path(n).is_file()]
+        kept = f"the previous {intact[0]} is intact" if intact else "no checkpoint was written yet"
+        write_atomic(target, lambda handle: torch.save(canonical, handle), kept=kept)
         return target
 
     def load_checkpoint(self, name: str = LAST_CHECKPOINT, map_location: Any = "cpu") -> dict:
@@ -185,7 +280,7 @@ class RunDir:
         import torch
 
         path = self.checkpoint_path(name)
-        if not path.is_file():
+        if not self.has_checkpoint(name):
             raise EnasError(f"{path}: checkpoint not found; nothing to resume from")
         try:
             state = torch.load(path, map_location=map_location, weights_only=True)
@@ -233,6 +328,37 @@ def check_checkpoint_state(state: Any, where: str = "state") -> None:
         f"{where} is a {type(state).__name__}; checkpoints hold only tensors, numbers, "
         "strings, lists, tuples and dicts"
     )
+
+
+def seed_generators(seed: int) -> None:
+    """Seed every global generator a run may draw from: torch's, Python's ``random`` and NumPy's.
+
+    Python's and NumPy's are part of every checkpoint (``capture_rng_state``); seeded from the
+    run seed, two runs of one configuration write the same checkpoint bytes, interrupted or not.
+    """
+    import numpy as np
+    import torch
+
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % NUMPY_SEED_RANGE)
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` with fresh containers and interned strings: pickle writes a string once and
+    then refers back to it only if it is the same object, so without this a state restored
+    from a checkpoint (strings unpickled anew) would save different bytes for equal data."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, dict):
+        kind = OrderedDict if isinstance(value, OrderedDict) else dict
+        copy = kind((_canonical(k), _canonical(v)) for k, v in value.items())
+        if hasattr(value, "_metadata"):  # a module's state dict carries its version numbers here
+            copy._metadata = _canonical(value._metadata)
+        return copy
+    if type(value) in (list, tuple):
+        return type(value)(_canonical(item) for item in value)
+    return value
 
 
 def capture_rng_state() -> dict[str, Any]:
@@ -336,82 +462,44 @@ class GracefulInterrupt:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_umask() -> int:
-    """The process umask. Linux shows it in /proc without changing it; elsewhere it can only
-    be read by setting it, which is done once, here at import, before any worker threads."""
+def _plain_name(name: str) -> str:
+    """``name`` if it names a file directly inside the run directory (a caller's bug otherwise)."""
+    if Path(name).name != name or name in ("", ".", ".."):
+        raise ValueError(f"a run file name must be a plain file name, got {name!r}")
+    return name
+
+
+def digest(content: str | bytes) -> str:
+    """``sha256:<hex>`` of a text (UTF-8) or of bytes."""
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    return DIGEST_PREFIX + hashlib.sha256(data).hexdigest()
+
+
+def check_new_run_path(path: str | Path) -> None:
+    """What a new run directory may be: absent, or an empty folder. One line otherwise."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise EnasError(
+            f"{path} is a symbolic link to {os.readlink(path)}, which does not exist; create "
+            "the folder it points to, remove the link, or choose another --out"
+        )
+    if path.exists() and not path.is_dir():
+        raise EnasError(f"{path} exists and is a file; choose another --out")
     try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError, IndexError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# Permission bits open() gives a new file: tempfile makes its files 0600, which would leave
-# the renamed config.json, run.json and checkpoints unreadable to the group unlike metrics.jsonl.
-_NEW_FILE_MODE = 0o666 & ~_read_umask()
-
-
-def _give_open_mode(handle: Any, target: Path) -> None:
-    """Give the temporary file the permission bits ``open(target, "w")`` would leave it with:
-    the existing file's when it is replaced, else a new file's (0o666 less the umask)."""
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode) & 0o777
-    except OSError:
-        mode = _NEW_FILE_MODE
-    if hasattr(os, "fchmod"):
-        os.fchmod(handle.fileno(), mode)
-    else:  # pragma: no cover - Windows: chmod only toggles the read-only flag
-        os.chmod(handle.name, mode | 0o200)
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a text file via a temporary file and rename, so it is never half-written."""
-    data = text.encode("utf-8")
-    _write_atomic(Path(path), lambda handle: handle.write(data))
-
-
-def _write_atomic(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """``write(handle)`` into a temporary file beside ``path``, flushed and fsynced, then
-    renamed over ``path``: a reader (or a crash) sees the old file or the new one. If anything
-    fails (a second Ctrl-C included) the temporary file is removed and ``path`` is untouched.
-    """
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            _give_open_mode(handle, path)
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(path: Path) -> None:
-    """Make a rename durable (POSIX); platforms without directory fds skip it."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+        used = path.is_dir() and any(path.iterdir())
+    except OSError as e:
+        raise EnasError(f"{path}: cannot read the folder ({e.strerror}); choose another --out") from None
+    if used:
+        raise EnasError(
+            f"{path} exists and is not empty; use --resume {path} to continue it "
+            "or choose another --out"
+        )
 
 
 def _read_json_object(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
         raise EnasError(f"{path}: not readable JSON ({e})") from None
     if not isinstance(data, dict):
         raise EnasError(f"{path}: expected a JSON object")
@@ -419,18 +507,28 @@ def _read_json_object(path: Path) -> dict[str, Any]:
 
 
 def _parse_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return []
-    # Text after the last newline is a record whose write was cut short: not a record.
-    complete, _, _torn = path.read_text(encoding="utf-8").rpartition("\n")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise EnasError(f"{path}: cannot read the metrics ({e.strerror}); it must be the run's JSON-lines file") from None
+    # Bytes after the last newline are a record whose write was cut short: not a record.
+    complete, _, _torn = data.rpartition(b"\n")
     records = []
-    for number, line in enumerate(complete.split("\n"), start=1):
+    for number, line in enumerate(complete.split(b"\n"), start=1):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise EnasError(f"{path}: line {number} is not valid JSON") from None
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):
+            record = None
+        if not isinstance(record, dict):
+            raise EnasError(
+                f"{path}: line {number} is not a JSON object (the file is damaged); "
+                "delete that line, or the file, to use the run"
+            )
+        records.append(record)
     return records
 
 

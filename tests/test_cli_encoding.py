@@ -334,8 +334,9 @@ def test_info_counts_on_digits_with_a_small_network():
     assert result.exit_code == 0, result.stderr
     macro, micro = json.loads(result.stdout)
     for row in (macro, micro):
-        assert {"params", "params_aux", "flops"} <= set(row)
+        assert {"params", "params_aux", "flops", "mult_adds"} <= set(row)
         assert all(isinstance(row[k], int) and row[k] > 0 for k in ("params", "params_aux", "flops"))
+        assert row["flops"] == 2 * row["mult_adds"]  # papers quote mult-adds; a FLOP is half of one
     assert macro["params_aux"] == macro["params"]  # the macro network has no auxiliary head
     assert micro["params_aux"] > micro["params"]
     # Counting is from the real module: more channels, more parameters and FLOPs.
@@ -343,7 +344,8 @@ def test_info_counts_on_digits_with_a_small_network():
     wider = json.loads(wider.stdout)[0]
     assert wider["params"] > macro["params"] and wider["flops"] > macro["flops"]
     table = run("info", "-", "--counts", "--channels", 4, "--dataset", "digits", input=sample)
-    assert "params+aux" in table.stdout and "FLOPs" in table.stdout
+    assert "params+aux" in table.stdout and "FLOPs (2/mult-add)" in table.stdout
+    assert "mult-adds" in table.stdout
 
 
 def test_info_counts_errors_are_located_one_line_each():
@@ -514,4 +516,65 @@ def test_sample_rnn_is_seeded_sized_and_valid():
     result = run("sample", "--space", "rnn", "--blocks", 2)
     assert error_lines(result) == ["enastool: error: --blocks does not apply to --space rnn; use --nodes"]
     result = run("sample", "--space", "rnn", "--nodes", 65)
-    assert result.exit_code == 2 and error_lines(result) == ["enastool: error: --nodes must be in 1..64, found 65"]
+    assert result.exit_code == 2 and error_lines(result) == [
+        "enastool: error: Invalid value for '--nodes': 65 is not in the range 1<=x<=64; see 'enastool sample --help'"
+    ]
+
+
+# ----------------------------------------------------------------- hostile input, one line
+def test_info_counts_are_measured_on_the_meta_device_and_equal_the_real_network(monkeypatch):
+    # Shapes without storage: nothing is allocated however wide, the counts are the same.
+    from types import SimpleNamespace
+
+    from enastool.nn import counting
+
+    real = counting.network_counts(load_archs(RECORDS)[1], None, 8, SimpleNamespace(channels=1, size=8, num_classes=10))
+    devices = []
+    real_count_flops = counting.count_flops
+    monkeypatch.setattr(counting, "count_flops",
+                        lambda module, shape: devices.append(next(module.parameters()).device.type)
+                        or real_count_flops(module, shape))
+    result = run("info", RECORDS, "--format", "json", "--channels", 8, "--dataset", "digits")
+    assert result.exit_code == 0, result.stderr
+    micro = json.loads(result.stdout)[1]
+    assert {k: micro[k] for k in real} == real and devices == ["meta", "meta"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["info", RECORDS, "--channels", 100000],
+     "Invalid value for '--channels': 100000 is not in the range 1<=x<=1024; see 'enastool info --help'"),
+    (["sample", "--space", "macro", "--layers", 65],
+     "Invalid value for '--layers': 65 is not in the range 1<=x<=64; see 'enastool sample --help'"),
+    (["sample", "--space", "macro", "--seed", 99999999999999999999999],
+     "Invalid value for '--seed': 99999999999999999999999 is not in the range 0<=x<=4294967295; "
+     "see 'enastool sample --help'"),
+    (["validate", "--bogus"], "No such option '--bogus'; see 'enastool validate --help'"),
+    (["nosuch"], "No such command 'nosuch'; see 'enastool --help'"),
+])
+def test_bad_options_are_one_line_naming_the_help_to_read(args, message):
+    result = run(*args)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert error_lines(result) == [f"enastool: error: {message}"]
+
+
+def test_a_failed_allocation_is_one_line_with_the_size_asked_for(monkeypatch):
+    import torch
+
+    from enastool.nn import counting
+
+    def allocate_too_much(*args):
+        return torch.empty(2**50, dtype=torch.uint8, device="cpu")  # 1 PiB: the allocator refuses
+
+    monkeypatch.setattr(counting, "network_counts", allocate_too_much)
+    result = run("info", RECORDS, "--counts")
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert error_lines(result) == [
+        "enastool: error: out of memory: the host could not allocate 1024.0 TiB; lower the sizes "
+        "(--channels, --layers, --batch-size) or use a device with more memory"
+    ]
+
+
+def test_empty_json_and_a_word_that_is_no_genotype_fail_validate():
+    for text in ("[]", "Genotypes("):
+        result = run("validate", input=text)
+        assert result.exit_code == 2 and len(error_lines(result)) == 1, text

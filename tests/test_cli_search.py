@@ -188,3 +188,28 @@ def test_the_progress_reporter_prints_controller_events_as_unwrapped_plain_lines
     lines = buffer.getvalue().splitlines()
     assert lines[1] == "search: controller 3  reward 0.500  valid 0.250  baseline 0.400"
     assert lines[2] == "search: scoring 3 architectures on 181 validation images"
+
+
+# ------------------------------------------------------------------------ bad settings, one line
+@pytest.mark.parametrize("args, fragment", [
+    (["--seed", "99999999999999999999999"], "command line: seed = 99999999999999999999999 must be in [0, 4,294,967,295]"),
+    (["--epochs", "9223372036854775807"], "command line: epochs = 9223372036854775807 must be in [1, 100,000]"),
+    (["--batch-size", "1000000000"], "command line: batch_size = 1000000000 must be in [1, 65,536]"),
+    (["--lr-max", "nan"], "command line: lr_max = nan must be in (0, 10.0]"),
+    (["--dataset", "digits", "--data-dir", "somewhere"],
+     "command line: data_dir = 'somewhere' does not apply to the digits data set"),
+    (["--dtype", "float16", "--device", "cpu"], "--dtype float16 needs a CUDA device"),
+])
+def test_bad_settings_are_one_line_and_leave_no_run_directory(tmp_path, args, fragment):
+    out = tmp_path / "run"
+    line = one_error_line(invoke("search", "--preset", "smoke", "--out", out, *args))
+    assert fragment in line
+    assert not out.exists()
+
+
+def test_a_dangling_link_as_out_is_named(tmp_path):
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "gone" / "run")
+    line = one_error_line(invoke("search", "--preset", "smoke", "--out", link, *TINY))
+    assert line == (f"enastool: error: {link} is a symbolic link to {tmp_path / 'gone' / 'run'}, which does not "
+                    "exist; create the folder it points to, remove the link, or choose another --out")

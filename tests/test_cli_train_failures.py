@@ -73,3 +73,22 @@ def test_resuming_a_finished_run_adds_no_second_done_record(tmp_path, micro_fina
     before = (out / "metrics.jsonl").read_text()
     assert invoke("train-final", "--resume", out, "--quiet").exit_code == 0
     assert (out / "metrics.jsonl").read_text() == before
+
+
+def test_bad_numbers_float16_on_a_cpu_and_a_dangling_out_are_one_line(tmp_path, micro_final):
+    arch = tmp_path / "arch.txt"
+    arch.write_text(str(micro_final) + "\n")
+    out = tmp_path / "run"
+    cases = [
+        (["--seed", "99999999999999999999999", "--out", out], "seed = 99999999999999999999999 must be in [0, 4,294,967,295]"),
+        (["--channels", "100000", "--out", out], "channels = 100000 must be in [1, 1,024]"),
+        (["--dtype", "float16", "--out", out], "--dtype float16 needs a CUDA device: on cpu float16 is emulated"),
+    ]
+    for options, fragment in cases:
+        line = one_error_line(invoke("train-final", arch, *SMALL, *options))
+        assert fragment in line, line
+        assert not out.exists()
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    line = one_error_line(invoke("train-final", arch, *SMALL, "--out", link))
+    assert f"{link} is a symbolic link to {tmp_path / 'gone'}, which does not exist" in line

@@ -68,15 +68,44 @@ def test_dataset_is_cifar10_with_a_data_dir_else_digits():
     assert resolve_search_config("paper", "macro").dataset == "digits"
     assert resolve_search_config("paper", "macro", overrides={"data_dir": "d"}).dataset == "cifar10"
     assert resolve_final_config("smoke", "micro", overrides={"data_dir": "d"}).dataset == "cifar10"
-    assert resolve_search_config(
-        "paper", "micro", overrides={"data_dir": "d", "dataset": "digits"}
-    ).dataset == "digits"
+    # digits needs no files: a data directory with it is a contradiction, not silently ignored
+    with pytest.raises(EnasError, match=r"command line: data_dir = 'd' does not apply to the digits data set"):
+        resolve_search_config("paper", "micro", overrides={"data_dir": "d", "dataset": "digits"})
 
 
 def test_paper_macro_has_no_drop_path_and_micro_no_skip_penalty():
     assert "drop_path_keep" not in SearchConfig.field_names()  # drop path is a final-training setting
     assert resolve_final_config("paper", "macro").drop_path_keep == 1.0
     assert resolve_search_config("paper", "micro").skip_weight == 0.0
+
+
+@pytest.mark.parametrize("preset,ghost", [("paper", 32), ("smoke", 16)])
+@pytest.mark.parametrize("space", ["macro", "micro"])
+def test_oneshot_presets_turn_on_ghost_batch_norm_and_the_others_do_not(tmp_path, preset, ghost, space):
+    oneshot = resolve_search_config(preset, space, overrides={"strategy": "oneshot"})
+    assert oneshot.ghost_batch_size == ghost and oneshot.batch_size % ghost == 0
+    for strategy in ("enas", "random"):
+        assert resolve_search_config(preset, space, overrides={"strategy": strategy}).ghost_batch_size == 0
+    assert resolve_search_config(preset, space).ghost_batch_size == 0  # enas by default
+    config_file = tmp_path / "oneshot.toml"
+    config_file.write_text('strategy = "oneshot"\n')
+    assert resolve_search_config(preset, space, config_file).ghost_batch_size == ghost
+    explicit = resolve_search_config(preset, space, overrides={"strategy": "oneshot", "ghost_batch_size": 0})
+    assert explicit.ghost_batch_size == 0
+
+
+def test_ghost_batch_size_must_be_off_or_a_divisor_of_at_least_two():
+    with pytest.raises(EnasError, match=r"command line: ghost_batch_size = 1 must be 0 \(off\) or in \[2, 65536\]"):
+        resolve_search_config("smoke", "macro", overrides={"ghost_batch_size": 1})
+    with pytest.raises(EnasError, match=r"ghost_batch_size = 24 must divide batch_size = 64"):
+        resolve_search_config("smoke", "macro", overrides={"ghost_batch_size": 24})
+    with pytest.raises(EnasError, match=r"preset 'smoke': ghost_batch_size = 16 must divide batch_size = 40"):
+        resolve_search_config("smoke", "micro", overrides={"strategy": "oneshot", "batch_size": 40})
+
+
+def test_l2_help_says_it_is_the_authors_flag():
+    for cls in (SearchConfig, FinalConfig):
+        assert "2 x l2" in cls.help("l2") and "authors" in cls.help("l2")
 
 
 def test_smoke_is_tiny_digits_and_keeps_the_space_recipe():
@@ -87,6 +116,7 @@ def test_smoke_is_tiny_digits_and_keeps_the_space_recipe():
     assert search.batch_size == 64 and search.layers <= 4
     assert search.augment_flip is False  # digits are not mirror-symmetric
     assert (search.tanh_constant, search.op_tanh_reduce) == (1.1, 2.5)  # micro controller
+    assert search.lr_max == 0.1  # separate x/y weights: each op trains half as often
     final = resolve_final_config("smoke", "micro")
     assert final.dataset == "digits" and final.aux_weight == 0.0
     assert final.lr_t0 == final.epochs  # one cosine cycle that ends at lr_min
@@ -270,3 +300,70 @@ def test_config_module_does_not_import_torch():
     code = "import sys, enastool.config; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False"
+
+
+# ------------------------------------------------------------------------ ranges
+def numeric_fields(cls) -> list[tuple[str, tuple[type, ...]]]:
+    """(name, number types) of every int or float setting of ``cls`` (bools are switches)."""
+    from dataclasses import fields
+
+    from enastool.config import _allowed_types
+
+    found = []
+    for f in fields(cls):
+        kinds = tuple(t for t in _allowed_types(cls, f.name) if t in (int, float))
+        if kinds and bool not in _allowed_types(cls, f.name):
+            found.append((f.name, kinds))
+    return found
+
+
+@pytest.mark.parametrize("cls", [SearchConfig, FinalConfig])
+def test_every_numeric_setting_has_a_rule_with_an_upper_bound(cls):
+    # A setting added later without a rule fails here, so none can skip the range check.
+    from enastool.config import RULES
+
+    names = [name for name, _ in numeric_fields(cls)]
+    assert "epochs" in names and "seed" in names and "lr_max" in names
+    for name, kinds in numeric_fields(cls):
+        assert name in RULES, f"{cls.kind} setting {name!r} has no rule in RULES"
+        rule = RULES[name]
+        default = getattr(cls(), name)
+        assert rule(default if default is not None else 1) is None, name
+        for absurd in (10**30, 2**63 - 1, -1, -(10**30)):  # no setting here may be negative
+            assert rule(absurd) is not None, (name, absurd)
+        if float in kinds:
+            for absurd in (float("nan"), float("inf"), float("-inf"), 1e300):
+                assert rule(absurd) is not None, (name, absurd)
+
+
+def test_absurd_values_from_toml_and_options_are_one_line_naming_the_setting(tmp_path):
+    config_file = tmp_path / "big.toml"
+    config_file.write_text("epochs = 9223372036854775807\n")
+    with pytest.raises(EnasError, match=r"big.toml: epochs = 9223372036854775807 must be in \[1, 100,000\]"):
+        resolve_search_config("paper", "macro", config_file)
+    config_file.write_text("[final]\nbatch_size = 1000000000\n")
+    with pytest.raises(EnasError, match=r"big.toml: batch_size = 1000000000 must be in \[1, 65,536\]"):
+        resolve_final_config("paper", "micro", config_file)
+    with pytest.raises(EnasError, match=r"command line: seed = 99999999999999999999999 must be in \[0, 4,294,967,295\]"):
+        resolve_search_config("paper", "macro", overrides={"seed": 99999999999999999999999})
+    with pytest.raises(EnasError, match=r"command line: lr_max = nan must be in \(0, 10.0\]"):
+        resolve_final_config("paper", "macro", overrides={"lr_max": float("nan")})
+    with pytest.raises(EnasError, match=r"command line: layers = 65 must be in \[1, 64\]"):
+        resolve_search_config("paper", "macro", overrides={"layers": 65})
+
+
+def test_a_run_config_json_must_be_complete(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text("{}")
+    assert SearchConfig.read_json(path) == SearchConfig()  # a partial file fills in defaults
+    with pytest.raises(EnasError, match=r"config.json: missing space, strategy, dataset, data_dir and \d+ more; "
+                                        r"a run's config.json holds every search setting"):
+        SearchConfig.read_json(path, complete=True)
+
+
+def test_the_config_knows_which_data_sets_read_files():
+    from enastool.config import DATASET_READS_FILES, DATASETS
+    from enastool.data.datasets import DATASETS as SOURCES
+
+    assert set(DATASET_READS_FILES) == set(DATASETS) == set(SOURCES)
+    assert all(DATASET_READS_FILES[name] == SOURCES[name].needs_files for name in DATASETS)

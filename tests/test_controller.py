@@ -161,6 +161,16 @@ def config_for(space, **overrides):
     return resolve_search_config("smoke", space, overrides=settings)
 
 
+class RewardTask:
+    """Stands in for a search task: rewards an architecture with ``reward_of(arch)``."""
+
+    def __init__(self, reward_of):
+        self.reward = reward_of
+
+    def reward_figures(self, rewards):
+        return {"valid_acc": sum(rewards) / len(rewards)}
+
+
 def frequency(strategy, predicate, samples=200) -> float:
     gen = generator(12)
     with torch.no_grad():
@@ -183,7 +193,7 @@ def test_reinforce_raises_the_probability_of_rewarded_decisions(space, predicate
         return torch.tensor(1.0 if predicate(arch) else 0.0)
 
     for _ in range(25):
-        figures = strategy.update(reward_of)
+        figures = strategy.update(RewardTask(reward_of))
     after = frequency(strategy, predicate)
     assert before < 0.35 and after > 0.6, (before, after)
     assert set(figures) >= {"reward", "valid_acc", "baseline", "entropy", "controller_loss", "arch"}
@@ -192,9 +202,9 @@ def test_reinforce_raises_the_probability_of_rewarded_decisions(space, predicate
 
 def test_the_baseline_starts_at_the_first_reward_and_decays_toward_the_rewards():
     strategy = EnasStrategy(config_for("macro", controller_samples=1, baseline_decay=0.9), torch.device("cpu"))
-    strategy.update(lambda arch: torch.tensor(0.5))
+    strategy.update(RewardTask(lambda arch: torch.tensor(0.5)))
     assert strategy.baseline == pytest.approx(0.5)
-    strategy.update(lambda arch: torch.tensor(1.0))
+    strategy.update(RewardTask(lambda arch: torch.tensor(1.0)))
     assert strategy.baseline == pytest.approx(0.9 * 0.5 + 0.1 * 1.0)
 
 

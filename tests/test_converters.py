@@ -284,3 +284,13 @@ def test_swapping_a_blocks_branches_keeps_the_canonical_form(arch, data):
     canon = arch.canonical()
     assert from_darts(to_darts(canon)) == canon
     assert parse_text(f"micro {canon.format()}")[0][0].arch == canon
+
+
+def test_an_overlong_nao_line_is_refused_before_its_tokens_are_read():
+    from enastool.encoding.nao import MAX_TOKENS, read_nao_records
+
+    records, errors = read_nao_records("1 7 " * 100_000 + "x", "long.nao")
+    assert records == [] and [str(e) for e in errors] == [
+        f"long.nao: record 1: found 200001 NAO tokens, expected a positive multiple of 8 up to {MAX_TOKENS} "
+        "(4 per block and cell, at most 5 blocks)"  # the stray 'x' at the end is never looked at
+    ]

@@ -4,6 +4,7 @@ import hashlib
 import http.server
 import io
 import pickle
+import struct
 import tarfile
 import threading
 from pathlib import Path
@@ -123,12 +124,31 @@ def corrupt(folder: Path, kind: str) -> str:
         write_pickle(path, {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]})
     elif kind == "code":
         write_pickle(path, {b"data": Boom(), b"labels": []})
+    elif kind == "ragged bytes":  # raw bytes that are not a whole number of 3072-byte images
+        write_pickle(path, {b"data": bytes(2 * cifar10.PIXELS_PER_IMAGE + 5), b"labels": [0, 0]})
+    elif kind == "huge length":  # a BINBYTES8 opcode claiming 2**62 bytes in a 20-byte file
+        path.write_bytes(b"\x80\x04\x8e" + struct.pack("<Q", 2**62) + b"abc")
+    elif kind == "boolean labels":
+        write_pickle(path, {b"data": np.zeros((2, 3072), np.uint8), b"labels": [True, 0]})
+    elif kind == "a folder":
+        path.unlink()
+        path.mkdir()
     return "data_batch_2"
 
 
-@pytest.mark.parametrize(
-    "kind", ["missing", "not a pickle", "truncated", "wrong keys", "wrong shape", "bad labels", "code"]
-)
+# what the one line says about each spoilt file
+PROBLEMS = {
+    "missing": "is missing", "not a pickle": "is not a readable CIFAR-10 pickle batch",
+    "truncated": "is not a readable CIFAR-10 pickle batch", "wrong keys": "lacks the b'data' and b'labels'",
+    "wrong shape": "holds data of shape (4, 100)", "bad labels": "needs 2 labels in 0..9",
+    "code": "is not a readable CIFAR-10 pickle batch (refused global __builtin__.getattr)",
+    "ragged bytes": "holds 6,149 bytes of image data, not a whole number of 3072-byte images",
+    "huge length": "is a damaged pickle (it claims more data than it holds)",
+    "boolean labels": "needs 2 labels in 0..9", "a folder": "is not a file",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(PROBLEMS))
 def test_cifar_bad_batch_gives_one_line_error_naming_the_file(tmp_path, kind, monkeypatch):
     monkeypatch.chdir(tmp_path)
     folder = make_fake_cifar(tmp_path / "d")
@@ -136,7 +156,7 @@ def test_cifar_bad_batch_gives_one_line_error_naming_the_file(tmp_path, kind, mo
     with pytest.raises(EnasError) as caught:
         load_dataset("cifar10", folder)
     message = str(caught.value)
-    assert "\n" not in message and str(folder / name) in message
+    assert "\n" not in message and f"{folder / name} {PROBLEMS[kind]}" in message
     assert "enastool data download cifar10" in message
     assert not (tmp_path / "BOOM").exists()  # the refused global never ran
 
@@ -153,6 +173,11 @@ def test_cifar_missing_directory_says_how_to_download(tmp_path):
         load_dataset("cifar10", tmp_path / "nowhere")
     with pytest.raises(EnasError, match="no data_batch_1"):
         load_dataset("cifar10", tmp_path)
+
+
+def test_a_data_directory_for_the_bundled_digits_is_refused(tmp_path):
+    with pytest.raises(EnasError, match=r"--data-dir .*: the digits data set needs no files .*drop --data-dir"):
+        load_dataset("digits", tmp_path)
 
 
 def test_unknown_dataset_and_purpose_are_user_errors():

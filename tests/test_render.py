@@ -303,3 +303,41 @@ def test_a_dot_that_cannot_be_run_is_the_same_one_line_error(monkeypatch):
 def test_render_into_a_missing_directory_names_it(tmp_path, micro_final):
     with pytest.raises(EnasError, match="no such directory"):
         render(micro_final, tmp_path / "nowhere" / "cell.dot")
+
+
+# ----------------------------------------------------------------- the largest drawings
+def test_a_dense_macro_routes_its_skips_so_graphviz_stays_fast(macro_final):
+    # Bulging arcs cost Graphviz minutes past a few hundred skips; the densest valid
+    # architecture (every skip of MAX_LAYERS layers) gets routed splines instead.
+    from enastool.encoding.macro import MAX_LAYERS, MacroLayer
+
+    dense = MacroArch(tuple(MacroLayer(MacroOp(k % MacroOp.count()), (1,) * k) for k in range(MAX_LAYERS)))
+    assert dense.num_skips > render_mod.CURVED_SKIPS_MAX >= macro_final.num_skips
+    assert 'splines="true"' in to_dot(dense)
+    assert 'splines="curved"' in to_dot(macro_final)
+
+
+# ----------------------------------------------------------------- replacing files
+@pytest.mark.skipif(not hasattr(__import__("os"), "fchmod"), reason="POSIX permission bits")
+def test_render_over_an_existing_file_keeps_its_permissions(tmp_path, micro_final):
+    import os
+    import stat
+
+    out = tmp_path / "cell.dot"
+    out.write_text("old")
+    os.chmod(out, 0o640)
+    render(micro_final, out)
+    assert out.read_text().startswith('digraph "micro"')
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o640
+
+
+def test_render_writes_through_a_symbolic_link_as_open_would(tmp_path, micro_final):
+    target, link = tmp_path / "real.dot", tmp_path / "link.dot"
+    target.write_text("old")
+    link.symlink_to(target)
+    render(micro_final, link)
+    assert link.is_symlink() and target.read_text().startswith('digraph "micro"')
+    dangling = tmp_path / "dangling.dot"
+    dangling.symlink_to(tmp_path / "gone" / "x.dot")
+    with pytest.raises(EnasError, match=r"no such directory .*gone.* \(the target of the link .*dangling.dot\)"):
+        render(micro_final, dangling)

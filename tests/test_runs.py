@@ -1,8 +1,10 @@
 """The run directory: config files, metrics, atomic checkpoints, RNG state and signals."""
 
+import errno
 import json
 import os
 import random
+import re
 import signal
 import stat
 import subprocess
@@ -20,6 +22,7 @@ from enastool.runs import (
     RunDir,
     capture_rng_state,
     check_checkpoint_state,
+    digest,
     restore_rng_state,
 )
 
@@ -39,7 +42,8 @@ def test_create_writes_config_and_run_info(run, config):
     assert names == ["config.json", "config.toml", "run.json"]
     info = json.loads((run.path / "run.json").read_text())
     assert info["kind"] == "search" and info["command"] == ["enastool", "search"]
-    assert info["format"] == 1 and info["created"].endswith("+00:00")
+    assert info["format"] == 2 and info["created"].endswith("+00:00")
+    assert info["digests"] == {"config.json": digest(config.to_json())}
     assert SearchConfig.read_toml(run.path / "config.toml") == config
     assert SearchConfig.read_json(run.path / "config.json") == config
 
@@ -193,7 +197,7 @@ def test_atomic_replacement_keeps_the_mode_of_the_file_it_replaces(run):
     assert mode_of(run.metrics_path) == 0o620
 
 
-@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()])
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"), KeyboardInterrupt()])
 def test_failed_save_keeps_the_old_checkpoint(run, monkeypatch, error):
     run.save_checkpoint("last.pt", {"step": 1, "w": torch.ones(2)})
     real_save = torch.save
@@ -203,8 +207,15 @@ def test_failed_save_keeps_the_old_checkpoint(run, monkeypatch, error):
         raise error
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(type(error)):
+    # A full disk is the user's to fix: one line with the path, the free space, what is kept.
+    with pytest.raises(EnasError if isinstance(error, OSError) else type(error)) as caught:
         run.save_checkpoint("last.pt", {"step": 2, "w": torch.zeros(2)})
+    if isinstance(error, OSError):
+        assert re.fullmatch(
+            rf"{re.escape(str(run.path / 'last.pt'))}: cannot write \(No space left on device\); "
+            r"[0-9.]+ (B|KiB|MiB|GiB|TiB) free on its disk; the previous last.pt is intact",
+            str(caught.value),
+        )
     monkeypatch.undo()
     assert not [p for p in run.path.iterdir() if p.name.endswith(".tmp")]
     state = run.load_checkpoint("last.pt")
@@ -274,3 +285,69 @@ def test_graceful_interrupt_is_a_no_op_outside_the_main_thread():
     thread.start()
     thread.join()
     assert seen == {"handler": before, "interrupted": False}
+
+
+# ------------------------------------------------------------------------ failures and tampering
+def test_a_metrics_line_that_cannot_be_written_is_cut_off_and_reported(run, monkeypatch):
+    run.log({"step": 1, "loss": 2.0})
+    import enastool.runs as runs_module
+
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        real_write(fd, bytes(data[: len(data) // 2]))
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(runs_module.os, "write", half_then_full)
+    with pytest.raises(EnasError) as caught:
+        run.log({"step": 2, "loss": 1.0})
+    monkeypatch.undo()
+    assert re.fullmatch(
+        rf"{re.escape(str(run.metrics_path))}: cannot write \(No space left on device\); "
+        r"[0-9.]+ (B|KiB|MiB|GiB|TiB) free on its disk; the records written before are intact",
+        str(caught.value),
+    )
+    assert run.metrics_path.read_text() == '{"step": 1, "loss": 2.0}\n'  # no torn half-line
+    run.log({"step": 2, "loss": 1.0})
+    assert [r["step"] for r in run.read_metrics()] == [1, 2]
+
+
+def test_a_run_records_the_digest_of_its_files_and_refuses_them_changed(tmp_path):
+    config = resolve_final_config("smoke", "macro", arch="0 3 0 0 1 0")
+    run = RunDir.create(tmp_path / "final", config)
+    run.record_file("arch.txt", "macro 0 3 0 0 1 0\n")
+    info = json.loads((run.path / "run.json").read_text())
+    assert info["digests"] == {"config.json": digest(config.to_json()), "arch.txt": digest("macro 0 3 0 0 1 0\n")}
+    # Reformatting config.json changes no setting: still the same run.
+    data = json.loads((run.path / "config.json").read_text())
+    (run.path / "config.json").write_text(json.dumps(data, indent=None))
+    assert RunDir.open(run.path).config == config
+    (run.path / "arch.txt").write_text("macro 0 3 0 0 1 1\n")
+    with pytest.raises(EnasError, match=r"arch.txt: edited or replaced since the run started"):
+        RunDir.open(run.path)
+    (run.path / "arch.txt").write_text("macro 0 3 0 0 1 0\n")
+    data["epochs"] = 20
+    (run.path / "config.json").write_text(json.dumps(data))
+    with pytest.raises(EnasError, match=r"config.json: the configuration differs from the one this run started with"):
+        RunDir.open(run.path)
+
+
+def test_a_dangling_symbolic_link_as_a_new_run_is_named(tmp_path, config):
+    link = tmp_path / "out"
+    link.symlink_to(tmp_path / "missing" / "run")
+    with pytest.raises(EnasError) as caught:
+        RunDir.create(link, config)
+    assert str(caught.value) == (
+        f"{link} is a symbolic link to {tmp_path / 'missing' / 'run'}, which does not exist; create the "
+        "folder it points to, remove the link, or choose another --out"
+    )
+
+
+def test_the_same_state_saves_the_same_bytes_whatever_its_strings_history(run):
+    # pickle refers back to a string only if it is the same object: a state restored from a
+    # checkpoint (its strings unpickled anew) must still save byte for byte the same file.
+    fresh = {"opt": {0: {"momentum_buffer": torch.ones(2)}, 1: {"momentum_buffer": torch.ones(2)}}}
+    unpickled = {"opt": {0: {"".join(["momentum", "_buffer"]): torch.ones(2)}, 1: {"momentum_buffer": torch.ones(2)}}}
+    run.save_checkpoint("a.pt", fresh)
+    run.save_checkpoint("b.pt", unpickled)
+    assert (run.path / "a.pt").read_bytes() == (run.path / "b.pt").read_bytes()

@@ -253,3 +253,113 @@ def test_textio_does_not_import_torch():
     code = "import sys, enastool.encoding.textio, enastool.encoding.darts, enastool.encoding.nao; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+# ----------------------------------------------------------------- hostile input
+# Input with no architecture, sizes past the limits, DARTS text that Python would accept but a
+# genotype must not contain: each is one located error, found before any real work.
+from enastool.encoding import textio  # noqa: E402
+from enastool.encoding.macro import MAX_LAYERS  # noqa: E402
+from enastool.encoding.micro import MAX_BLOCKS  # noqa: E402
+from enastool.encoding.recurrent import MAX_NODES  # noqa: E402
+
+PAIR = '("skip_connect", 0), ("skip_connect", 1)'  # one node reading both inputs: loose end [2]
+
+
+def genotype(**fields) -> str:
+    fields = {"normal": f"[{PAIR}]", "reduce": f"[{PAIR}]", **fields}
+    return "Genotype(" + ", ".join(f"{k}={v}" for k, v in fields.items()) + ")"
+
+
+def test_input_without_an_architecture_is_an_error_like_an_empty_file():
+    for text, message in [
+        ("[]", "e: found an empty JSON list, expected architecture objects"),
+        ("  [ ]\n", "e: found an empty JSON list, expected architecture objects"),
+        ("Genotypes(", "e: record 1: not a DARTS genotype ('(' was never closed), expected Genotype(normal=[...], ...)"),
+        ("Genotypes", "e: record 1: not a DARTS genotype, expected Genotype(normal=[...], ...)"),
+    ]:
+        records, errors = parse_text(text, "e")
+        assert records == [] and messages(errors) == [message], text
+
+
+def test_a_darts_range_is_judged_by_its_bounds_and_never_built():
+    # range(0, 999999999999) as a list would need terabytes; its bounds say it is not [2].
+    _, errors = parse_text(genotype(normal_concat="range(0, 999999999999)"), "g")
+    assert messages(errors) == [
+        "g: record 1: DARTS normal_concat: found range(0, 999999999999), expected the loose ends [2] "
+        "(ENAS concatenates exactly the nodes no block uses)"
+    ]
+    assert parse_text(genotype(normal_concat="range(2, 3)", reduce_concat="[2]"))[1] == []  # both are [2]
+    _, errors = parse_text(genotype(reduce_concat="[" + "2, " * 100000 + "]"), "g")
+    assert messages(errors)[0].startswith("g: record 1: DARTS reduce_concat: found a list of 100000 nodes")
+
+
+def test_darts_repeated_fields_and_booleans_as_integers_are_refused():
+    cases = {
+        genotype(normal=f"[{PAIR}], normal=[{PAIR}]"): "DARTS genotype: field 'normal' given twice, expected it once",
+        f"Genotype([{PAIR}], normal=[{PAIR}], reduce=[{PAIR}])": "DARTS genotype: field 'normal' given twice, expected it once",
+        genotype(normal_concat="range(True, 3)"): "DARTS normal_concat: expected range(start, stop) with integers",
+        genotype(normal_concat="[True, 2]"): "DARTS normal_concat: expected a list of node numbers",
+        genotype(reduce='[("skip_connect", False), ("skip_connect", 1)]'):
+            "DARTS reduce node 2 pair 1: found ('skip_connect', False), expected (op_name, input)",
+    }
+    for text, message in cases.items():
+        assert messages(parse_text(text, "g")[1]) == [f"g: record 1: {message}"], text
+
+
+def test_sizes_past_the_limits_are_refused_before_any_integer_is_parsed(monkeypatch):
+    parsed = []
+    monkeypatch.setattr(textio, "parse_integer", lambda token, position: parsed.append(token) or 0)
+    largest_macro, largest_micro = MacroArch.length_for(MAX_LAYERS), MicroArch.length_for(MAX_BLOCKS)
+    _, errors = parse_text("macro " + "0 " * (largest_macro + 1), "a")
+    assert messages(errors) == [
+        f"a: record 1: found {largest_macro + 1} integers, expected at most {largest_macro}: "
+        f"enastool accepts macro architectures of up to {MAX_LAYERS} layers"
+    ]
+    _, errors = parse_text("0 " * 1_000_000, "a")  # bare: past every space's limit
+    assert messages(errors) == [
+        "a: record 1: found 1000000 integers, more than any space accepts ("
+        f"macro: expected at most {largest_macro}: enastool accepts macro architectures of up to {MAX_LAYERS} layers; "
+        f"micro: expected at most {largest_micro}: enastool accepts micro architectures of up to {MAX_BLOCKS} "
+        f"blocks per cell; rnn: expected at most {2 * MAX_NODES}: enastool accepts rnn cells of up to "
+        f"{MAX_NODES} nodes)"
+    ]
+    assert parsed == []
+
+
+def test_json_and_darts_sizes_past_the_limits_are_refused_by_count():
+    layers = json.dumps({"space": "macro", "layers": [{"op": "conv3x3", "skips": []}] * 20000})
+    cell = [{"inputs": [0, 1], "ops": ["sep3x3", "sep3x3"]}] * (MAX_BLOCKS + 1)
+    assert messages(parse_text(layers, "j")[1]) == [
+        f"j: record 1: JSON macro record: found 20000 layers, expected at most {MAX_LAYERS} (enastool's limit)"
+    ]
+    assert messages(parse_text(json.dumps({"space": "micro", "normal": cell, "reduce": cell}), "j")[1]) == [
+        f"j: record 1: JSON normal cell: found {MAX_BLOCKS + 1} blocks, expected at most {MAX_BLOCKS} per cell "
+        "(enastool's limit)"
+    ]
+    pairs = "[" + ", ".join([PAIR] * (MAX_BLOCKS + 1)) + "]"
+    assert messages(parse_text(genotype(normal=pairs), "g")[1]) == [
+        f"g: record 1: DARTS normal: found {2 * MAX_BLOCKS + 2} pairs, expected at most {2 * MAX_BLOCKS} "
+        f"({MAX_BLOCKS} nodes, enastool's limit)"
+    ]
+    with pytest.raises(EncodingError, match=f"--layers must be in 1..{MAX_LAYERS}, found {MAX_LAYERS + 1}"):
+        MacroArch.sample(0, num_layers=MAX_LAYERS + 1)
+
+
+class CountingList(list):
+    """A list that counts how often it is walked."""
+
+    walks = 0
+
+    def __iter__(self):
+        CountingList.walks += 1
+        return super().__iter__()
+
+
+def test_reading_a_json_macro_layer_walks_its_skips_a_fixed_number_of_times():
+    # The set of a layer's skips was once rebuilt for every bit: quadratic in the layers.
+    CountingList.walks = 0
+    data = {"space": "macro", "layers": [{"op": "conv3x3", "skips": CountingList(range(k))} for k in range(MAX_LAYERS)]}
+    arch = MacroArch.from_dict(data)
+    assert arch.num_skips == arch.possible_skips
+    assert CountingList.walks <= 3 * MAX_LAYERS

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import types
@@ -19,7 +20,7 @@ from enastool.runs import RunDir
 from enastool.train import device as dev
 from enastool.train.distributed import DistInfo, shard_slice
 from enastool.train.evaluate import evaluate_network, load_final_run
-from enastool.train.trainer import parameter_groups, train_final
+from enastool.train.trainer import parameter_groups, sgd_optimizer, train_final
 
 # A 3-layer macro arch with a skip from the stem, and a 2-block micro arch whose normal cell
 # has a separable conv, a pool and an identity (so drop path has something to drop).
@@ -88,12 +89,47 @@ def test_resolve_device_and_bad_settings():
             dev.resolve_device("cuda")
 
 
-def test_weight_decay_spares_batchnorm_and_biases():
+def test_float16_is_for_cuda_training_and_scores_in_float32_elsewhere():
+    half = types.SimpleNamespace(dtype="float16")
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert dev.autocast_dtype(half, cuda) is torch.float16
+    with pytest.raises(EnasError, match=r"--dtype float16 needs a CUDA device: on cpu float16 is emulated"):
+        dev.autocast_dtype(half, cpu)
+    assert dev.autocast_dtype(half, cpu, training=False) is None  # derive, evaluate: float32
+
+
+def test_weight_decay_covers_every_parameter_at_twice_l2():
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.Flatten(), nn.Linear(4, 2))
-    decay, exempt = parameter_groups(model, 2e-4)
-    assert decay["weight_decay"] == 2e-4 and exempt["weight_decay"] == 0.0
-    assert {p.shape for p in decay["params"]} == {torch.Size([4, 1, 3, 3]), torch.Size([2, 4])}
-    assert len(exempt["params"]) == 4  # conv bias, BN weight, BN bias, linear bias
+    (group,) = parameter_groups(model, 2e-4)
+    assert group["weight_decay"] == pytest.approx(4e-4)
+    assert {id(p) for p in group["params"]} == {id(p) for p in model.parameters()}  # BN and biases too
+
+
+def test_l2_means_the_authors_flag_a_loss_term_l2_sum_w_squared():
+    # The authors add l2 * sum(w^2) over every variable to the loss, so the l2 part of the
+    # gradient is 2 * l2 * w. One step of our optimiser equals plain SGD on that loss.
+    l2, lr = 0.05, 0.1
+    torch.manual_seed(0)
+    ours = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    authors = copy.deepcopy(ours)
+    x, y = torch.randn(4, 1, 6, 6), torch.tensor([0, 1, 2, 0])
+    config = types.SimpleNamespace(l2=l2, lr_max=lr, momentum=0.9, nesterov=True)
+    optimizer = sgd_optimizer(ours, config)
+    nn.functional.cross_entropy(ours(x), y).backward()
+    optimizer.step()
+    plain = torch.optim.SGD(authors.parameters(), lr=lr, momentum=0.9, nesterov=True)
+    loss = nn.functional.cross_entropy(authors(x), y)
+    (loss + l2 * sum(p.square().sum() for p in authors.parameters())).backward()
+    plain.step()
+    for (name, a), b in zip(authors.named_parameters(), ours.parameters()):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7, msg=name)
+    # the decay part of that gradient is 2 * l2 * w
+    fresh = copy.deepcopy(authors)
+    for p in fresh.parameters():
+        p.grad = None
+    (l2 * sum(p.square().sum() for p in fresh.parameters())).backward()
+    for p in fresh.parameters():
+        torch.testing.assert_close(p.grad, 2 * l2 * p.detach())
 
 
 # ------------------------------------------------------------------------ evaluation
@@ -212,6 +248,33 @@ def test_interrupted_and_resumed_run_ends_bitwise_equal(tmp_path, where, after_s
         return [(m["kind"], m["step"]) for m in r.read_metrics() if m["kind"] in ("step", "epoch")]
 
     assert logged(run) == logged(whole_run)
+    # Every generator is seeded from the run seed (Python's and NumPy's too): the same bytes.
+    assert (run.path / "last.pt").read_bytes() == (whole_run.path / "last.pt").read_bytes()
+
+
+class StopAt:
+    """Stands in for GracefulInterrupt: an interrupt at the ``at``-th poll (one per step)."""
+
+    def __init__(self, at: int):
+        self.at, self.polls = at, 0
+
+    @property
+    def interrupted(self) -> bool:
+        self.polls += 1
+        return self.polls >= self.at
+
+
+def test_a_log_interval_spanning_an_interruption_reports_the_uninterrupted_loss(tmp_path):
+    config = tiny_config(MICRO, epochs=1, log_every=5)
+    whole_run, _ = train(tmp_path, "whole", MICRO, config)
+    run, first = train(tmp_path, "parts", MICRO, config, interrupt=StopAt(7))
+    assert first["interrupted"] is True and first["step"] == 7  # 2 steps into the second interval
+    train_final(MICRO, config, RunDir.open(run.path), resume=True)
+
+    def losses(r):
+        return [(m["step"], m["loss"], m["acc"]) for m in r.read_metrics() if m["kind"] == "step"]
+
+    assert losses(run) == losses(whole_run) and len(losses(run)) >= 2
 
 
 def test_resume_refuses_another_architecture(tmp_path):

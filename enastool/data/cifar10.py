@@ -5,6 +5,11 @@ row by row, then green, then blue) and ``b'labels'`` (N ints 0..9). The files ar
 unpickler that builds nothing but the plain containers and a numpy uint8 array: any other global
 a file names is refused, so a tampered file cannot run code.
 
+A damaged file (truncated, not a pickle, a pickle opcode claiming gigabytes, data whose length
+is not a whole number of images, labels that do not match) is one EnasError naming the file and
+what is wrong: the restricted unpickler runs on untrusted bytes, so any failure inside it is the
+file's, never a bug to show as a traceback.
+
 Validation split for ``purpose="search"``: the *last* images of the training set, as the
 authors did (the last 5,000 of 50,000). The count scales with the training set
 (``valid_size``: 5,000 per 50,000, at least one), so tiny test copies split the same way.
@@ -13,6 +18,7 @@ authors did (the last 5,000 of 50,000). The count scales with the training set
 from __future__ import annotations
 
 import codecs
+import io
 import pickle
 from pathlib import Path
 
@@ -30,6 +36,9 @@ NUM_CLASSES = 10
 PIXELS_PER_IMAGE = CHANNELS * SIZE * SIZE
 AUTHORS_TRAIN_IMAGES = 50_000
 AUTHORS_VALID_IMAGES = 5_000
+# A real batch file is 31 MB (10,000 images); anything this large is not one, and is refused
+# before it is read into memory.
+MAX_BATCH_BYTES = 256 * 2**20
 Pair = tuple[torch.Tensor, torch.Tensor]  # (uint8 images N,C,H,W, int64 labels N)
 
 # numpy's own array-rebuilding function, whichever module it lives in for this numpy version.
@@ -75,18 +84,35 @@ def find_batches_dir(data_dir: Path) -> Path:
 def read_batch(path: Path, fix: str) -> Pair:
     """One batch file -> (uint8 images N,3,32,32, int64 labels N). ``fix`` ends every error."""
     if not path.is_file():
-        raise EnasError(f"cifar10: {path} is missing; the copy is incomplete: {fix}")
+        what = "is missing" if not path.exists() else "is not a file"
+        raise EnasError(f"cifar10: {path} {what}; the copy is incomplete: {fix}")
     try:
+        size = path.stat().st_size
+        if size > MAX_BATCH_BYTES:
+            raise EnasError(
+                f"cifar10: {path} is {size:,} bytes, far more than a CIFAR-10 batch (31 MB); {fix}"
+            )
         with open(path, "rb") as stream:
-            batch = _BatchUnpickler(stream, encoding="bytes").load()
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            KeyError, UnicodeDecodeError, OverflowError) as error:
-        raise EnasError(f"cifar10: {path} is not a readable CIFAR-10 pickle batch ({error}); {fix}") from None
+            data = stream.read()
+    except OSError as error:
+        raise EnasError(f"cifar10: cannot read {path} ({error.strerror or error}); {fix}") from None
+    try:
+        batch = _BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except MemoryError:
+        raise EnasError(f"cifar10: {path} is a damaged pickle (it claims more data than it holds); {fix}") from None
+    except Exception as error:  # the restricted unpickler on damaged bytes: see the module doc
+        reason = " ".join(str(error).split())[:80] or type(error).__name__
+        raise EnasError(f"cifar10: {path} is not a readable CIFAR-10 pickle batch ({reason}); {fix}") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        found = sorted(batch)[:6] if isinstance(batch, dict) else type(batch).__name__
+        found = sorted(map(repr, batch))[:6] if isinstance(batch, dict) else type(batch).__name__
         raise EnasError(f"cifar10: {path} lacks the b'data' and b'labels' entries (found {found}); {fix}")
     data = batch[b"data"]
     if isinstance(data, (bytes, bytearray)):
+        if len(data) % PIXELS_PER_IMAGE:
+            raise EnasError(
+                f"cifar10: {path} holds {len(data):,} bytes of image data, not a whole number of "
+                f"{PIXELS_PER_IMAGE}-byte images; {fix}"
+            )
         data = np.frombuffer(data, dtype=np.uint8).reshape(-1, PIXELS_PER_IMAGE)
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
             or data.shape[1] != PIXELS_PER_IMAGE:
@@ -95,8 +121,9 @@ def read_batch(path: Path, fix: str) -> Pair:
             f"cifar10: {path} holds data of shape {shape}, expected (N, {PIXELS_PER_IMAGE}) uint8; {fix}"
         )
     labels = batch[b"labels"]
-    if not isinstance(labels, list) or len(labels) != data.shape[0] \
-            or not all(isinstance(v, int) and 0 <= v < NUM_CLASSES for v in labels):
+    if not isinstance(labels, list) or len(labels) != data.shape[0] or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < NUM_CLASSES for v in labels
+    ):
         raise EnasError(
             f"cifar10: {path} needs {data.shape[0]} labels in 0..{NUM_CLASSES - 1}, one per image; {fix}"
         )

@@ -127,6 +127,11 @@ def load_dataset(name: str, data_dir: str | Path | None = None, purpose: str = "
         raise EnasError(f"unknown data set {name!r}: expected one of {', '.join(DATASETS)}")
     if purpose not in PURPOSES:
         raise EnasError(f"data purpose {purpose!r}: expected one of {', '.join(PURPOSES)}")
+    if data_dir is not None and not source.needs_files:
+        raise EnasError(
+            f"--data-dir {data_dir}: the {source.name} data set needs no files ({source.description}); "
+            "drop --data-dir, or use --dataset cifar10"
+        )
     folder = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
     train, valid, test = (Split(*pair) for pair in source.read(folder, purpose))
     mean, std = channel_stats(train.images)

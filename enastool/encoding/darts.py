@@ -18,7 +18,12 @@ ENAS (the authors' corrected GPU code) averages every node 1..N, as DARTS's ``ra
 does; a concat naming other nodes (DARTS's transcription of the first ENAS cell averages only
 its loose ends) is another network. Either concat may be omitted; it then defaults to what
 ENAS builds. The order of a concat list is free (concatenation order does not change what a
-cell can compute, and a mean does not depend on it).
+cell can compute, and a mean does not depend on it). A ``range`` is judged by its bounds, and a
+list by its length, against the cell's nodes before any of it is built.
+
+Strict reading: a field given twice (by keyword or by position and keyword) and a boolean
+where an integer belongs (``True`` is 1 to Python) are refused; a cell longer than
+``MAX_BLOCKS`` blocks (``MAX_NODES`` nodes) is refused before its pairs are read.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import ast
 import re
 
 from ..errors import EncodingError
-from .micro import NUM_INPUTS, Block, Cell, MicroArch
+from .micro import MAX_BLOCKS, NUM_INPUTS, Block, Cell, MicroArch
 from .ops import Activation, MicroOp
 from .recurrent import FIRST_NODE, MAX_NODES, RecurrentArch, RecurrentNode
 
@@ -73,7 +78,7 @@ def from_darts(text: str) -> MicroArch | RecurrentArch:
         cell = _cell(fields[name], name)
         concat_name = f"{name}_concat"
         if concat_name in fields:
-            _check_concat(_concat(fields[concat_name], concat_name), cell, concat_name)
+            _check_concat(fields[concat_name], cell, concat_name)
         cells.append(cell)
     return MicroArch(*cells)
 
@@ -99,6 +104,8 @@ def _genotype_fields(text: str) -> dict[str, ast.expr]:
             raise EncodingError(
                 f"DARTS genotype: unknown field {keyword.arg!r}, expected {', '.join(names)}"
             )
+        if keyword.arg in fields:  # Python's parser lets a repeated keyword through
+            raise EncodingError(f"DARTS genotype: field {keyword.arg!r} given twice, expected it once")
         fields[keyword.arg] = keyword.value
     return fields
 
@@ -121,6 +128,11 @@ _EXPECTED = {
 
 
 def _cell(node: ast.expr, name: str) -> Cell:
+    if isinstance(node, (ast.List, ast.Tuple)) and len(node.elts) > PAIRS_PER_NODE * MAX_BLOCKS:
+        raise EncodingError(
+            f"DARTS {name}: found {len(node.elts)} pairs, expected at most {PAIRS_PER_NODE * MAX_BLOCKS} "
+            f"({MAX_BLOCKS} nodes, enastool's limit)"
+        )
     pairs = _literal(node, name)
     if not isinstance(pairs, (list, tuple)) or not pairs:
         raise EncodingError(f"DARTS {name}: expected a non-empty list of (op_name, input) pairs")
@@ -157,29 +169,43 @@ def _op(name: str, where: str) -> MicroOp:
         raise EncodingError(f"{where}: op {name!r} has no ENAS equivalent, expected one of {known}") from None
 
 
-def _concat(node: ast.expr, name: str) -> list[int]:
-    # DARTS's own genotypes write concat lists as range(2, 6).
+def _is_integer(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _concat(node: ast.expr, name: str, limit: int, mismatch) -> list[int]:
+    """The node numbers of a concat list; ``mismatch(found)`` is the error for a list that
+    cannot be the one expected. A ``range`` (DARTS writes ``range(2, 6)``) is read by its
+    bounds, and a list by its length, against ``limit`` nodes before any of it is built."""
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "range":
         bounds = [_literal(arg, name) for arg in node.args]
-        if node.keywords or not 1 <= len(bounds) <= 2 or not all(isinstance(b, int) for b in bounds):
+        if node.keywords or not 1 <= len(bounds) <= 2 or not all(map(_is_integer, bounds)):
             raise EncodingError(f"DARTS {name}: expected range(start, stop) with integers")
-        return list(range(*bounds))
+        start, stop = (0, bounds[0]) if len(bounds) == 1 else bounds
+        if stop - start > limit:  # more nodes than the cell has
+            raise mismatch(f"range({start}, {stop})")
+        return list(range(start, stop))
+    if isinstance(node, (ast.List, ast.Tuple)) and len(node.elts) > limit:
+        raise mismatch(f"a list of {len(node.elts)} nodes")
     values = _literal(node, name)
-    if not isinstance(values, (list, tuple)) or not all(
-        isinstance(v, int) and not isinstance(v, bool) for v in values
-    ):
+    if not isinstance(values, (list, tuple)) or not all(map(_is_integer, values)):
         raise EncodingError(f"DARTS {name}: expected a list of node numbers")
     return list(values)
 
 
-def _check_concat(concat: list[int], cell: Cell, name: str) -> None:
+def _check_concat(node: ast.expr, cell: Cell, name: str) -> None:
+    """The concat list ``node`` must name exactly the cell's loose ends (in any order)."""
     loose = list(cell.loose_ends)
-    if sorted(concat) != loose:
-        raise EncodingError(
-            f"DARTS {name}: found {concat}, expected the loose ends {loose} "
+
+    def mismatch(found: str) -> EncodingError:
+        return EncodingError(
+            f"DARTS {name}: found {found}, expected the loose ends {loose} "
             "(ENAS concatenates exactly the nodes no block uses)"
         )
 
+    concat = _concat(node, name, cell.num_nodes, mismatch)
+    if sorted(concat) != loose:
+        raise mismatch(str(concat))
 
 # --------------------------------------------------------------------------- recurrent cells
 def _field_names(call: ast.Call) -> tuple[str, ...]:
@@ -200,13 +226,15 @@ def _recurrent_to_darts(arch: RecurrentArch) -> str:
 def _recurrent_from_fields(fields: dict[str, ast.expr]) -> RecurrentArch:
     if "recurrent" not in fields:
         raise EncodingError("DARTS genotype: missing 'recurrent'")
-    pairs = _literal(fields["recurrent"], "recurrent")
+    node = fields["recurrent"]
+    count = len(node.elts) if isinstance(node, (ast.List, ast.Tuple)) else None
+    if count is not None and count > MAX_NODES:  # refused before any pair is read
+        raise EncodingError(
+            f"DARTS recurrent: found {count} pairs (one per node), at most {MAX_NODES} nodes are supported"
+        )
+    pairs = _literal(node, "recurrent")
     if not isinstance(pairs, (list, tuple)) or not pairs:
         raise EncodingError("DARTS recurrent: expected a non-empty list of (activation_name, input) pairs")
-    if len(pairs) > MAX_NODES:
-        raise EncodingError(
-            f"DARTS recurrent: found {len(pairs)} pairs (one per node), at most {MAX_NODES} nodes are supported"
-        )
     nodes = []
     for l, pair in enumerate(pairs, start=FIRST_NODE):
         where = f"DARTS recurrent pair {l} (node {l})"
@@ -225,7 +253,7 @@ def _recurrent_from_fields(fields: dict[str, ast.expr]) -> RecurrentArch:
         nodes.append(RecurrentNode(index, activation))
     arch = RecurrentArch(tuple(nodes))
     if "concat" in fields:
-        _check_recurrent_concat(_concat(fields["concat"], "concat"), arch)
+        _check_recurrent_concat(fields["concat"], arch)
     return arch
 
 
@@ -244,14 +272,20 @@ def _activation(name: str, where: str) -> Activation:
         ) from None
 
 
-def _check_recurrent_concat(concat: list[int], arch: RecurrentArch) -> None:
+def _check_recurrent_concat(node: ast.expr, arch: RecurrentArch) -> None:
+    """The concat list ``node`` must name every node 1..N (in any order)."""
     stop = arch.num_nodes + 1
-    if sorted(concat) != list(range(FIRST_NODE, stop)):
-        raise EncodingError(
-            f"DARTS concat: found {_shown(concat)}, expected range({FIRST_NODE}, {stop}), every node "
+
+    def mismatch(found: str) -> EncodingError:
+        return EncodingError(
+            f"DARTS concat: found {found}, expected range({FIRST_NODE}, {stop}), every node "
             f"{FIRST_NODE}..{arch.num_nodes} (ENAS averages all nodes after node 0; a mean of other "
             "nodes is another network)"
         )
+
+    concat = _concat(node, "concat", MAX_NODES, mismatch)  # bounded; short lists are shown as they are
+    if sorted(concat) != list(range(FIRST_NODE, stop)):
+        raise mismatch(_shown(concat))
 
 
 def _shown(value, limit: int = 60) -> str:

@@ -3,6 +3,11 @@
 Encoding (reference sec. 2): layer k (0-based) is one op id followed by k skip bits, N(N+1)/2
 integers in all. With prev = [stem, layer 0, ..., layer k-1], the input of layer k is always
 prev[-1]; bit m set adds prev[m] as a skip input, so bit 0 is the stem and bit m is layer m-1.
+
+Size: at most ``MAX_LAYERS`` layers. Every reader checks the size first (``check_length``
+before any integer is parsed, the layer count of a JSON record before any layer is read), so
+an absurd input costs nothing; the limit keeps every command that draws or builds an
+architecture (render, info --counts, the networks) within seconds.
 """
 
 from __future__ import annotations
@@ -17,6 +22,9 @@ from ..errors import EncodingError
 from .ops import MacroOp
 
 STEM = "stem"
+# Far deeper than the authors' 24 layers. The skips grow as N^2: at 64 layers Graphviz still
+# draws the densest architecture in seconds, and a final network fits in memory.
+MAX_LAYERS = 64
 
 
 def _rng(seed: int | random.Random | None) -> random.Random:
@@ -60,6 +68,8 @@ class MacroArch:
         object.__setattr__(self, "layers", tuple(self.layers))
         if not self.layers:
             raise EncodingError("a macro architecture needs at least 1 layer, found 0")
+        if len(self.layers) > MAX_LAYERS:
+            raise EncodingError(_too_many_layers(len(self.layers)))
         for k, layer in enumerate(self.layers):
             if not isinstance(layer, MacroLayer):
                 raise EncodingError(f"layer {k}: expected a MacroLayer, found {type(layer).__name__}")
@@ -89,8 +99,20 @@ class MacroArch:
         return cls.layers_for_length(length) is not None
 
     @classmethod
+    def check_length(cls, length: int) -> None:
+        """Refuse ``length`` integers beyond the largest architecture (``MAX_LAYERS``); cheap, so
+        readers call it before parsing a single integer."""
+        largest = cls.length_for(MAX_LAYERS)
+        if length > largest:
+            raise EncodingError(
+                f"found {length} integers, expected at most {largest}: "
+                f"enastool accepts macro architectures of up to {MAX_LAYERS} layers"
+            )
+
+    @classmethod
     def from_ints(cls, values: Sequence[int]) -> "MacroArch":
         """Build from the authors' integers; errors name the 1-based token position."""
+        cls.check_length(len(values))
         values = list(values)
         n = cls.layers_for_length(len(values))
         if n is None:
@@ -146,6 +168,8 @@ class MacroArch:
         layers_data = data.get("layers")
         if not isinstance(layers_data, list):
             raise EncodingError("JSON macro record: expected a list under 'layers'")
+        if len(layers_data) > MAX_LAYERS:
+            raise EncodingError(f"JSON macro record: {_too_many_layers(len(layers_data))}")
         layers = []
         for k, item in enumerate(layers_data):
             if not isinstance(item, dict) or "op" not in item:
@@ -164,7 +188,8 @@ class MacroArch:
                     if k
                     else f"JSON layer 0: found skip source {bad[0]}, layer 0 has no skips"
                 )
-            bits = tuple(1 if m in set(skips) else 0 for m in range(k))
+            sources = set(skips)
+            bits = tuple(1 if m in sources else 0 for m in range(k))
             layers.append(MacroLayer(op, bits))
         return cls(tuple(layers))
 
@@ -241,8 +266,8 @@ class MacroArch:
         ops: Iterable[MacroOp] | None = None,
     ) -> "MacroArch":
         """A uniformly random valid architecture (ops uniform over ``ops``, bits fair coins)."""
-        if num_layers < 1:
-            raise EncodingError(f"--layers must be >= 1, found {num_layers}")
+        if not 1 <= num_layers <= MAX_LAYERS:
+            raise EncodingError(f"--layers must be in 1..{MAX_LAYERS}, found {num_layers}")
         rng = _rng(seed)
         choices = list(ops) if ops is not None else list(MacroOp)
         return cls(
@@ -251,6 +276,10 @@ class MacroArch:
                 for k in range(num_layers)
             )
         )
+
+
+def _too_many_layers(count: int) -> str:
+    return f"found {count} layers, expected at most {MAX_LAYERS} (enastool's limit)"
 
 
 def _op_from_json(enum_cls, value, where: str):

@@ -4,6 +4,9 @@ Encoding (reference sec. 2): each cell is B blocks ``index_1 op_1 index_2 op_2``
 are the two previous cells' outputs and block j (0-based) is node j+2, so an index may name any
 node 0 .. j+1. The cell output concatenates the loose ends (nodes no block uses, 0 and 1
 included). The normal cell's 4B integers come first, then the reduction cell's: 8B in all.
+
+Size: at most ``MAX_BLOCKS`` blocks per cell, checked before anything else is read (the integer
+count by ``check_length``, the block count of a JSON cell before its blocks).
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from .ops import MicroOp
 NUM_INPUTS = 2  # nodes 0 and 1: the outputs of the two previous cells
 INTS_PER_BLOCK = 4  # index_1 op_1 index_2 op_2
 CELL_NAMES = ("normal", "reduce")
+# Far beyond the authors' 5 (NAO's vocabulary stops at 5, DARTS uses 4): a 32-block cell is
+# still drawn and counted in seconds, and its final network still fits in memory.
+MAX_BLOCKS = 32
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,8 @@ class Cell:
         object.__setattr__(self, "blocks", tuple(self.blocks))
         if not self.blocks:
             raise EncodingError("a cell needs at least 1 block, found 0")
+        if len(self.blocks) > MAX_BLOCKS:
+            raise EncodingError(_too_many_blocks(len(self.blocks)))
         for j, block in enumerate(self.blocks):
             node = j + NUM_INPUTS
             for which, index, op in ((1, block.index1, block.op1), (2, block.index2, block.op2)):
@@ -98,6 +106,8 @@ class Cell:
     @classmethod
     def from_ints(cls, values: Sequence[int], offset: int = 0, name: str = "cell") -> "Cell":
         """Parse 4B integers; ``offset`` shifts reported token positions."""
+        if len(values) > INTS_PER_BLOCK * MAX_BLOCKS:
+            raise EncodingError(f"{name} cell: {_too_many_blocks(len(values) // INTS_PER_BLOCK)}")
         blocks = []
         for j in range(len(values) // INTS_PER_BLOCK):
             node = j + NUM_INPUTS
@@ -128,6 +138,8 @@ class Cell:
     def from_list(cls, items: Any, name: str) -> "Cell":
         if not isinstance(items, list):
             raise EncodingError(f"JSON {name} cell: expected a list of blocks")
+        if len(items) > MAX_BLOCKS:
+            raise EncodingError(f"JSON {name} cell: {_too_many_blocks(len(items))}")
         blocks = []
         for j, item in enumerate(items):
             where = f"JSON {name} cell node {j + NUM_INPUTS}"
@@ -185,7 +197,19 @@ class MicroArch:
         return length > 0 and length % (2 * INTS_PER_BLOCK) == 0
 
     @classmethod
+    def check_length(cls, length: int) -> None:
+        """Refuse ``length`` integers beyond the largest architecture (``MAX_BLOCKS``); cheap, so
+        readers call it before parsing a single integer."""
+        largest = cls.length_for(MAX_BLOCKS)
+        if length > largest:
+            raise EncodingError(
+                f"found {length} integers, expected at most {largest}: "
+                f"enastool accepts micro architectures of up to {MAX_BLOCKS} blocks per cell"
+            )
+
+    @classmethod
     def from_ints(cls, values: Sequence[int]) -> "MicroArch":
+        cls.check_length(len(values))
         values = list(values)
         if not cls.accepts_length(len(values)):
             raise EncodingError(
@@ -281,8 +305,8 @@ class MicroArch:
     @classmethod
     def sample(cls, seed: int | random.Random | None = None, num_blocks: int = 5) -> "MicroArch":
         """A uniformly random valid architecture: every index and op uniform."""
-        if num_blocks < 1:
-            raise EncodingError(f"--blocks must be >= 1, found {num_blocks}")
+        if not 1 <= num_blocks <= MAX_BLOCKS:
+            raise EncodingError(f"--blocks must be in 1..{MAX_BLOCKS}, found {num_blocks}")
         rng = _rng(seed)
         ops = list(MicroOp)
 
@@ -296,3 +320,7 @@ class MicroArch:
 
         normal = cell()
         return cls(normal, cell())
+
+
+def _too_many_blocks(count: int) -> str:
+    return f"found {count} blocks, expected at most {MAX_BLOCKS} per cell (enastool's limit)"

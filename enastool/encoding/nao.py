@@ -25,6 +25,14 @@ VOCAB_SIZE = OP_OFFSET + MicroOp.count()  # 12
 # Index tokens must stay below the op tokens, so a cell may read nodes 0..5: at most 5 blocks.
 MAX_BLOCKS = OP_OFFSET - INDEX_OFFSET - 1
 FIELDS = ("index_1", "op_1", "index_2", "op_2")
+MAX_TOKENS = 2 * INTS_PER_BLOCK * MAX_BLOCKS  # two cells of MAX_BLOCKS blocks, no start/end symbols
+
+
+def _bad_count(count: int) -> EncodingError:
+    return EncodingError(
+        f"found {count} NAO tokens, expected a positive multiple of {2 * INTS_PER_BLOCK} "
+        f"up to {MAX_TOKENS} (4 per block and cell, at most {MAX_BLOCKS} blocks)"
+    )
 
 
 def to_nao(arch: MicroArch) -> list[int]:
@@ -49,12 +57,8 @@ def from_nao(tokens: Sequence[int]) -> MicroArch:
     start = 1 if tokens[:1] == [BOUNDARY_TOKEN] else 0
     stop = len(tokens) - 1 if len(tokens) > start and tokens[-1] == BOUNDARY_TOKEN else len(tokens)
     body = tokens[start:stop]
-    per_cell = INTS_PER_BLOCK * MAX_BLOCKS
-    if not body or len(body) % (2 * INTS_PER_BLOCK) or len(body) > 2 * per_cell:
-        raise EncodingError(
-            f"found {len(body)} NAO tokens, expected a positive multiple of {2 * INTS_PER_BLOCK} "
-            f"up to {2 * per_cell} (4 per block and cell, at most {MAX_BLOCKS} blocks)"
-        )
+    if not body or len(body) % (2 * INTS_PER_BLOCK) or len(body) > MAX_TOKENS:
+        raise _bad_count(len(body))
     half = len(body) // 2
     cells = []
     for c, name in enumerate(("normal", "reduction")):
@@ -103,6 +107,8 @@ def read_nao_records(text: str, source: str = "<string>") -> tuple[list[Record],
             continue
         index = len(records) + len(errors) + 1
         try:
+            if len(words) > MAX_TOKENS + 2:  # refused before a token is parsed (2: start/end symbols)
+                raise _bad_count(len(words))
             records.append(Record(from_nao([parse_integer(w, p) for p, w in enumerate(words, 1)]), source, index))
         except EncodingError as e:
             errors.append(e.located(source, index))

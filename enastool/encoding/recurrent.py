@@ -85,8 +85,20 @@ class RecurrentArch:
         return 0 < length <= cls.length_for(MAX_NODES) and length % INTS_PER_NODE == 0
 
     @classmethod
+    def check_length(cls, length: int) -> None:
+        """Refuse ``length`` integers beyond the largest cell (``MAX_NODES``); cheap, so readers
+        call it before parsing a single integer."""
+        largest = cls.length_for(MAX_NODES)
+        if length > largest:
+            raise EncodingError(
+                f"found {length} integers, expected at most {largest}: "
+                f"enastool accepts rnn cells of up to {MAX_NODES} nodes"
+            )
+
+    @classmethod
     def from_ints(cls, values: Sequence[int]) -> "RecurrentArch":
         """Build from the authors' 2N integers; errors name the 1-based token position."""
+        cls.check_length(len(values))
         values = list(values)
         if len(values) % INTS_PER_NODE:
             raise EncodingError(
@@ -95,11 +107,6 @@ class RecurrentArch:
             )
         if not values:
             raise EncodingError("found 0 integers, expected 2 per node (prev_index activation)")
-        if len(values) > cls.length_for(MAX_NODES):
-            raise EncodingError(
-                f"found {len(values)} integers ({len(values) // INTS_PER_NODE} nodes), "
-                f"at most {MAX_NODES} nodes are supported"
-            )
         nodes = []
         for l, start in enumerate(range(0, len(values), INTS_PER_NODE), start=FIRST_NODE):
             prev, act = values[start], values[start + 1]

@@ -8,7 +8,10 @@ output need nothing installed; the other formats run the ``dot`` binary through 
   labelled with its skip sources. The chain is pinned in place (``layout=neato`` with fixed
   positions, which ``dot -Tpng file.dot`` honours too), and the skips are thin dashed arcs
   out of and into its right-hand side, bulging with their span, so that the authors' 98 skips
-  leave the chain straight and readable.
+  leave the chain straight and readable. Graphviz's time for such arcs grows steeply with
+  their number (0.5 s for 157 skips, 9 s for 248, minutes for 400), so beyond
+  ``CURVED_SKIPS_MAX`` skips they are routed as ordinary splines along the chain (seconds for
+  the 2,016 skips of a full 64-layer architecture, the largest there is).
 - Micro: the normal and the reduction cell side by side, each a cluster with its inputs
   c_{k-2} (node 0) and c_{k-1} (node 1), one coloured box per op, the block nodes (the sum
   of their two ops) and the output c_{k}, the concatenation of the loose ends.
@@ -26,10 +29,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable
 
+from ..atomic import write_bytes_atomic
 from ..errors import EnasError
 from .macro import MacroArch
 from .micro import CELL_NAMES, NUM_INPUTS, Cell, MicroArch
@@ -149,6 +152,10 @@ MACRO_MIN_WIDTH = 1.8
 SMALL_FONT = 8
 SMALL_CHAR_WIDTH = 4.2 / 72  # a generous average glyph width at SMALL_FONT points, in inches
 LEGEND_GAP = 0.6  # between the legend's right edge and the chain
+# Most skips drawn as bulging arcs: the authors' 98 and a random 26-layer architecture's 157 are
+# laid out in under a second; 200 in about two (see the module doc for why there is a limit).
+CURVED_SKIPS_MAX = 200
+CURVED, ROUTED = "curved", "true"  # Graphviz's splines values
 
 
 def _skip_names(layer) -> list[str]:
@@ -167,7 +174,8 @@ def _macro_label(k: int, layer) -> Html:
 
 def _macro_dot(arch: MacroArch, title: str, graph_name: str) -> list[str]:
     # layout=neato with pinned positions: `dot -Tpng file.dot` reproduces the drawing too.
-    lines = _header(graph_name, title, layout="neato", splines="curved", outputorder="edgesfirst")
+    splines = CURVED if arch.num_skips <= CURVED_SKIPS_MAX else ROUTED
+    lines = _header(graph_name, title, layout="neato", splines=splines, outputorder="edgesfirst")
     names = ["stem"] + [f"layer{k}" for k in range(arch.num_layers)] + ["output"]
     longest = max(len("skips: " + ", ".join(_skip_names(layer))) for layer in arch.layers)
     width = max(MACRO_MIN_WIDTH, longest * SMALL_CHAR_WIDTH + 0.3)
@@ -374,36 +382,19 @@ def dot_to(dot_source: str, fmt: str) -> bytes:
         raise EnasError(f"Graphviz's dot could not write {fmt}: {reason}") from None
 
 
-_FILE_MODE = 0o666  # what open() would create, before the umask
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def render(arch, out_path: str | Path, fmt: str | None = None, title: str | None = None) -> Path:
     """Write a drawing of ``arch`` to ``out_path`` (format from its suffix unless ``fmt``).
 
-    The file appears complete or not at all (written to a temporary file, then renamed).
+    The file appears complete or not at all (``enastool.atomic``): a file it replaces keeps its
+    permissions, a symbolic link is written through (as ``open()`` would), and a failed write
+    is one line.
     """
     out = Path(out_path)
     fmt = format_for(out) if fmt is None else fmt
-    data = dot_to(to_dot(arch, title), fmt)
-    folder = out.parent
+    target = Path(os.path.realpath(out)) if out.is_symlink() else out
+    folder = target.parent
     if not folder.is_dir():
-        raise EnasError(f"{out}: no such directory {str(folder)!r}; create it first")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, _FILE_MODE & ~_umask())
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    except OSError as e:
-        raise EnasError(f"{out}: cannot write ({e.strerror or e})") from None
+        via = f" (the target of the link {out})" if target != out else ""
+        raise EnasError(f"{target}: no such directory {str(folder)!r}{via}; create it first")
+    write_bytes_atomic(target, dot_to(to_dot(arch, title), fmt))
     return out

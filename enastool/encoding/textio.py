@@ -16,6 +16,11 @@ A source is a file path or ``-`` (stdin). Its text is recognised without a flag 
 ``#`` starts a comment to the end of the line (not in JSON). Token positions in errors are
 1-based within a record and do not count its keyword, so a record and the same bare encoding
 report the same positions.
+
+Input that holds no architecture at all (an empty file, only comments, an empty JSON list, a
+word like ``Genotypes(`` that is no genotype) is an error, never "0 records valid". A record's
+size is checked against its space's limit (``check_length`` of the architecture classes) before
+any of its integers is parsed, and reading is linear in the input.
 """
 
 from __future__ import annotations
@@ -85,13 +90,18 @@ def parse_text(
     source = source_name(source)
     stripped = text.lstrip()
     if stripped[:1] in ("{", "["):
-        return _parse_json(text, source, space)
-    words = " ".join(strip_comment(line) for line in text.splitlines()).split()
-    if not words:
-        return [], [EncodingError("found no architecture (the input is empty or only comments)").located(source)]
-    if words[0].startswith(GENOTYPE):
-        return _parse_darts(text, source, space)
-    return _parse_records(text, source, space)
+        records, errors = _parse_json(text, source, space)
+        if not records and not errors:
+            return [], [EncodingError("found an empty JSON list, expected architecture objects").located(source)]
+    else:
+        words = " ".join(strip_comment(line) for line in text.splitlines()).split()
+        if not words:
+            return [], [EncodingError("found no architecture (the input is empty or only comments)").located(source)]
+        parse = _parse_darts if words[0].startswith(GENOTYPE) else _parse_records
+        records, errors = parse(text, source, space)
+    if not records and not errors:  # every reader above should have said why; never "0 valid"
+        errors = [EncodingError("found no architecture record").located(source)]
+    return records, errors
 
 
 def _collect(source: str, items: Iterable[tuple[int, Callable[[], Arch]]]):
@@ -145,9 +155,26 @@ def _build_record(chunk: _Chunk, space: str | None) -> Arch:
         raise EncodingError(f"found a {keyword} record, but --space {space} was asked for")
     if not chunk.tokens:
         raise EncodingError(f"found no integers after {keyword!r}, expected a {keyword} encoding (truncated record?)")
+    _check_length(len(chunk.tokens), keyword or space)
     values = [parse_integer(token, position) for position, token in enumerate(chunk.tokens, 1)]
     cls = SPACES[keyword] if keyword is not None else _infer_space(values, space)
     return cls.from_ints(values)
+
+
+def _check_length(count: int, space: str | None) -> None:
+    """Refuse a record longer than its space's largest architecture (any space's, when the
+    space is not known yet) before a single integer is parsed."""
+    if space is not None:
+        SPACES[space].check_length(count)
+        return
+    reasons = []
+    for cls in SPACES.values():
+        try:
+            cls.check_length(count)
+            return
+        except EncodingError as e:
+            reasons.append(f"{cls.space}: {e.detail.split(', ', 1)[-1]}")
+    raise EncodingError(f"found {count} integers, more than any space accepts ({'; '.join(reasons)})")
 
 
 def _infer_space(values: list[int], space: str | None) -> type:
@@ -197,7 +224,8 @@ def _first_error(cls, values: list[int]) -> EncodingError | None:
 def _parse_darts(text: str, source: str, space: str | None):
     body = "\n".join(strip_comment(line) for line in text.splitlines())
     starts = [m.start() for m in re.finditer(rf"\b{GENOTYPE}\b", body)]
-    pieces = [body[a:b] for a, b in zip(starts, starts[1:] + [len(body)])]
+    # No whole word "Genotype" (e.g. "Genotypes("): one piece, which from_darts then refuses.
+    pieces = [body[a:b] for a, b in zip(starts, starts[1:] + [len(body)])] if starts else [body]
 
     return _collect(source, ((i, lambda p=piece: _darts_record(p, space)) for i, piece in enumerate(pieces, 1)))
 

@@ -4,8 +4,19 @@ Every block is layout-agnostic: it reshapes nothing with ``.view`` and slices on
 named dimensions, so channels_last input works as well as NCHW.
 
 Each block that contains batch norm takes a keyword-only ``track_running_stats`` (default
-True, the final networks' choice); the supernets pass False so that batch norm always uses
-the statistics of the current batch (see ``enastool.nn.supernet``).
+True, the final networks' choice); the supernets pass False, which makes every batch norm a
+``GhostBatchNorm2d``: it always uses the statistics of the current batch, or of each ghost
+batch when the supernet sets a ghost batch size (see ``enastool.nn.supernet``).
+
+ReLU placement follows the authors' code (``micro_child.py``, ``general_child.py``):
+``FactorizedReduce`` has no ReLU of its own. The authors put one in front of it only when it
+calibrates a micro cell input (``Calibrate``); the macro reductions of every previous layer,
+the micro identity op at stride 2 and the loose input nodes of a micro reduction cell reduce
+the raw tensor.
+
+Reductions follow the authors' formula for every layer count: with ``d = N // 3`` they come
+after the 0-based layers (or normal cells) ``d - 1`` and ``2d - 1``
+(``reduction_positions``).
 """
 
 from __future__ import annotations
@@ -22,8 +33,34 @@ POOL_PADDING = POOL_KERNEL // 2
 REDUCTION_STRIDE = 2
 
 
+class GhostBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm that always normalises with batch statistics, per ghost batch when asked.
+
+    ``ghost_batch_size`` 0 (the default) uses the statistics of the whole batch; a positive
+    value splits the batch along dim 0 into ghost batches of that many images (the last one
+    may be smaller) and normalises each with its own statistics (Hoffer et al. 2017, used for
+    one-shot training by Bender et al. 2018). The same rule holds in training and eval mode,
+    so a candidate is scored with the statistics it was trained with. No running averages
+    exist. Splitting and concatenating along the batch dimension keeps any memory layout.
+    """
+
+    def __init__(self, c: int, affine: bool = True):
+        super().__init__(c, affine=affine, track_running_stats=False)
+        self.ghost_batch_size = 0  # set by the owning supernet; not part of the state dict
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ghost = self.ghost_batch_size
+        if ghost <= 0 or x.shape[0] <= ghost:
+            return super().forward(x)
+        norm = super().forward
+        return torch.cat([norm(part) for part in x.split(ghost)])
+
+
 def bn(c: int, affine: bool = True, track_running_stats: bool = True) -> nn.BatchNorm2d:
-    return nn.BatchNorm2d(c, affine=affine, track_running_stats=track_running_stats)
+    """A batch norm; without running statistics it is a ``GhostBatchNorm2d``."""
+    if not track_running_stats:
+        return GhostBatchNorm2d(c, affine=affine)
+    return nn.BatchNorm2d(c, affine=affine)
 
 
 def _pool(kind: OpKind, stride: int) -> nn.Module:
@@ -59,21 +96,20 @@ class ConvBN(nn.Sequential):
 class FactorizedReduce(nn.Module):
     """Halve the spatial size without discarding three pixels in four.
 
-    ReLU, then two 1x1 stride-2 convs, one on x and one on x shifted by one pixel (zero pad
+    Two 1x1 stride-2 convs, one on x and one on x shifted by one pixel (zero pad
     right/bottom), concatenated on channels, then BN. Both halves have ceil(H/2) x ceil(W/2)
-    pixels, so odd sizes work.
+    pixels, so odd sizes work. No leading ReLU, as in the authors' ``_factorized_reduction``:
+    where they want one (micro input calibration) the caller adds it.
     """
 
     def __init__(self, c_in: int, c_out: int, *, track_running_stats: bool = True):
         super().__init__()
         half = c_out // 2
-        self.relu = nn.ReLU()
         self.conv_a = nn.Conv2d(c_in, half, 1, REDUCTION_STRIDE, bias=False)
         self.conv_b = nn.Conv2d(c_in, c_out - half, 1, REDUCTION_STRIDE, bias=False)
         self.bn = bn(c_out, track_running_stats=track_running_stats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(x)
         shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
         return self.bn(torch.cat([self.conv_a(x), self.conv_b(shifted)], dim=1))
 
@@ -154,14 +190,17 @@ def micro_op(op: MicroOp, c: int, stride: int, *, track_running_stats: bool = Tr
 class Calibrate(nn.Module):
     """Bring a cell input to the cell's width and size.
 
-    FactorizedReduce when the spatial size halves (``reduce``), else ReLU-1x1 conv-BN when
-    the channel count differs, else nothing.
+    ReLU then FactorizedReduce when the spatial size halves (``reduce``), else ReLU-1x1
+    conv-BN when the channel count differs, else nothing: the authors' ``_maybe_calibrate_size``,
+    the one place where their factorised reduction has a ReLU in front.
     """
 
     def __init__(self, c_in: int, c_out: int, reduce: bool, *, track_running_stats: bool = True):
         super().__init__()
         if reduce:
-            self.op: nn.Module = FactorizedReduce(c_in, c_out, track_running_stats=track_running_stats)
+            self.op: nn.Module = nn.Sequential(
+                nn.ReLU(), FactorizedReduce(c_in, c_out, track_running_stats=track_running_stats)
+            )
         elif c_in != c_out:
             self.op = ConvBN(c_in, c_out, 1, track_running_stats=track_running_stats)
         else:
@@ -173,29 +212,37 @@ class Calibrate(nn.Module):
 
 # ----------------------------------------------------------------- where reductions happen
 MIN_LAYERS = 3  # two reductions, each after at least one layer
+STAGES = 3  # the reductions cut the network into three stages
 
 
-def _thirds(num_layers: int, what: str) -> tuple[int, int]:
+def reduction_positions(num_layers: int, what: str) -> tuple[int, int]:
+    """0-based layers after which the authors reduce: ``d - 1`` and ``2d - 1``, ``d = N // 3``.
+
+    This is the ``pool_layers`` of both of the authors' children (``general_child.py`` counts
+    layers, ``micro_child.py`` counts cells with the reductions included, which gives the same
+    normal-cell positions). When N is not a multiple of 3 the last stage takes the extra layers.
+    """
     if num_layers < MIN_LAYERS:
         raise EnasError(
             f"{what}: found {num_layers} layers, need at least {MIN_LAYERS} "
-            "(reductions follow layer N/3 and 2N/3); use 3 or more layers"
+            "(reductions follow layers N//3 and 2*(N//3)); use 3 or more layers"
         )
-    return (num_layers // 3 - 1, 2 * num_layers // 3 - 1)
+    distance = num_layers // STAGES
+    return (distance - 1, 2 * distance - 1)
 
 
 def macro_reduction_positions(num_layers: int) -> tuple[int, ...]:
-    """0-based layers after which every prev entry is factorised-reduced: N/3-1 and 2N/3-1.
+    """0-based layers after which every prev entry is factorised-reduced.
 
-    12 layers give (3, 7), 24 give (7, 15), as in the authors' scripts.
+    12 layers give (3, 7), 24 give (7, 15), 14 give (3, 7), as in the authors' code.
     """
-    return _thirds(num_layers, "macro network")
+    return reduction_positions(num_layers, "macro network")
 
 
 def micro_reduction_positions(num_layers: int) -> tuple[int, int]:
     """0-based normal cells after which a reduction cell is inserted.
 
-    A reduction cell follows the first L//3 normal cells and another the first 2L//3, so 6
-    layers give N N R N N R N N and the positions (1, 3).
+    6 layers give N N R N N R N N and the positions (1, 3); 15 give (4, 9); 8 give
+    N N R N N R N N N N, as the authors' ``pool_layers = [d, 2d + 1]`` among L + 2 cells.
     """
-    return _thirds(num_layers, "micro network")
+    return reduction_positions(num_layers, "micro network")

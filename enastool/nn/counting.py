@@ -3,7 +3,9 @@
 FLOPs come from one real forward pass under ``torch.utils.flop_counter.FlopCounterMode``, so
 they describe exactly the network that trains, not a formula kept beside it. The counter
 records convolutions and matrix products only (batch norm, ReLU, pooling and additions are
-memory-bound and left out, as papers do) and already counts a multiply-add as 2 FLOPs.
+memory-bound and left out, as papers do) and counts a multiply-add as 2 FLOPs. Papers on
+architecture search (ENAS, NASNet, DARTS) quote *multiply-adds*, half the FLOPs; both are
+reported, under their own names (``flops``, ``mult_adds``), never one for the other.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ AUX_HEAD_ATTR = "aux_head"
 
 # Batch of the counting forward pass: counts are reported per image.
 COUNT_BATCH = 1
+FLOPS_PER_MULT_ADD = 2  # one multiply and one add
 
 
 def count_params(module: nn.Module, exclude_aux: bool = False) -> int:
@@ -53,6 +56,12 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(counter.get_total_flops()) // COUNT_BATCH
 
 
+def mult_adds(flops: int) -> int:
+    """Multiply-adds (the unit papers quote) of a FLOP count from ``count_flops``: every
+    counted op is a multiply-add, so this is exact."""
+    return flops // FLOPS_PER_MULT_ADD
+
+
 def _image_shape(dataset_info: Any) -> tuple[int, int, int]:
     """(channels, height, width) from a DatasetInfo whose ``size`` is an int or (H, W)."""
     size = dataset_info.size
@@ -68,7 +77,8 @@ def network_counts(
     ``dataset_info`` needs ``channels``, ``size`` and ``num_classes`` (as
     ``enastool.data.DatasetInfo`` has). ``layers`` / ``channels`` of None take the space's
     final-training defaults. Returns ``params`` (auxiliary head excluded), ``params_aux``
-    (included; equal for spaces without one) and ``flops`` (forward, per image).
+    (included; equal for spaces without one), ``flops`` (forward, per image, multiply-add =
+    2) and ``mult_adds`` (the same work in multiply-adds, as papers count it).
     """
     from .final import build_final_network
 
@@ -80,8 +90,10 @@ def network_counts(
         in_channels=shape[0],
         num_classes=int(dataset_info.num_classes),
     )
+    flops = count_flops(net, shape)
     return {
         "params": count_params(net, exclude_aux=True),
         "params_aux": count_params(net),
-        "flops": count_flops(net, shape),
+        "flops": flops,
+        "mult_adds": mult_adds(flops),
     }

@@ -1,8 +1,21 @@
 """Final networks: one fixed architecture, trained from scratch (reference sec. 4 and 5).
 
-Both networks are built as the authors' final scripts build them, with the faults listed in
-reference sec. 6 fixed: the macro network has true separable convs and real pooling, and the
-micro auxiliary head is an ordinary trainable part of the network.
+Both networks are built as the authors' final children build them (``general_child.py``,
+``micro_child.py`` with a fixed architecture), with the faults listed in reference sec. 6
+fixed: the macro network has true separable convs and real pooling, and the micro auxiliary
+head is an ordinary trainable part of the network. Details that follow the authors' code:
+
+- Macro layer 0 is its branch alone; every later layer concatenates its selected skips with
+  the branch output and applies ReLU, 1x1 conv back to C, BN, also when no skip is set.
+- Factorised reductions (macro reductions of prev, the micro identity op at stride 2, loose
+  input nodes of a micro reduction cell) have no leading ReLU; the micro input calibration
+  has one (``blocks.Calibrate``).
+- Every micro cell passes its calibrated input 1 through ``layer_base`` (ReLU, 1x1 conv, BN)
+  before its blocks read it.
+- The micro auxiliary head reads the output of the normal cell that follows the second
+  reduction cell (the authors' ``aux_head_indices = [pool_layers[-1] + 1]``); its 2x2 conv is
+  padded SAME (zero row and column at the bottom and right), so it keeps the 2x2 map.
+- Reductions follow the authors' formula for every layer count (``blocks``).
 
 ``forward(x)`` returns ``(logits, aux_logits)``; ``aux_logits`` is None unless the network has
 an auxiliary head and is in training mode. ``build_final_network`` picks the class from
@@ -50,7 +63,16 @@ AUX_POOL_KERNEL = 5
 AUX_POOL_STRIDE = 3
 AUX_HIDDEN = 128
 AUX_FEATURES = 768
-AUX_CONV_KERNEL = 2  # the 5x5/3 pool turns 8x8 into 2x2, which this conv consumes
+AUX_CONV_KERNEL = 2  # the 5x5/3 pool turns 8x8 into 2x2: the authors' kernel is that size
+
+
+def tf_same_padding(kernel: int) -> tuple[int, int, int, int]:
+    """(left, right, top, bottom) zero padding of TensorFlow's SAME at stride 1: ``kernel - 1``
+    in all, the odd one after the map (an explicit pad: torch's ``padding="same"`` copies the
+    input for even kernels anyway)."""
+    before = (kernel - 1) // 2
+    after = kernel - 1 - before
+    return (before, after, before, after)
 
 
 def _head(x: torch.Tensor, dropout: nn.Dropout, classifier: nn.Linear) -> torch.Tensor:
@@ -60,18 +82,25 @@ def _head(x: torch.Tensor, dropout: nn.Dropout, classifier: nn.Linear) -> torch.
 
 # ===================================================================== macro
 class MacroFinalLayer(nn.Module):
-    """One macro layer: the op on the previous output, concatenated with the selected skips,
-    then ReLU, 1x1 conv back to C, BN."""
+    """One macro layer: the op on the previous output; after layer 0, concatenated with the
+    selected skips, then ReLU, 1x1 conv back to C, BN (layer 0 has no skip to combine, and
+    the authors give it no combine at all)."""
 
     def __init__(self, layer: MacroLayer, c: int):
         super().__init__()
         self.input_source = layer.input_source
         self.skip_sources = layer.skip_sources
         self.branch = MacroBranch(layer.op, c, c)
-        self.combine = ConvBN(c * (1 + len(self.skip_sources)), c, kernel=1, relu_first=True)
+        self.combine = (
+            ConvBN(c * (1 + len(self.skip_sources)), c, kernel=1, relu_first=True)
+            if layer.index > 0
+            else None
+        )
 
     def forward(self, prev: list[torch.Tensor | None]) -> torch.Tensor:
         out = self.branch(prev[self.input_source])
+        if self.combine is None:
+            return out
         return self.combine(torch.cat([out, *(prev[m] for m in self.skip_sources)], dim=1))
 
 
@@ -138,7 +167,8 @@ def drop_path(x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 
 class MicroFinalCell(nn.Module):
-    """A fixed micro cell: calibrate both inputs, run the blocks, concatenate the loose ends.
+    """A fixed micro cell: calibrate both inputs, pass input 1 through ``base`` (ReLU, 1x1
+    conv, BN: the authors' ``layer_base``), run the blocks, concatenate the loose ends.
 
     In a reduction cell ops reading nodes 0/1 run at stride 2, and loose input nodes are
     factorised-reduced so that every loose end has the output size. The output is the
@@ -160,6 +190,7 @@ class MicroFinalCell(nn.Module):
         self.calibrate = nn.ModuleList(
             [Calibrate(c_prev_prev, c, reduce=prev_prev_larger), Calibrate(c_prev, c, reduce=False)]
         )
+        self.base = ConvBN(c, c, kernel=1, relu_first=True)
         self.inputs = [index for block in cell.blocks for index, _ in block.branches]
         self.branches = nn.ModuleList()
         self.drops = []  # per branch: drop path applies (every op but identity)
@@ -182,7 +213,7 @@ class MicroFinalCell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, progress: torch.Tensor) -> torch.Tensor:
         """``progress`` (0-d tensor in [0, 1]) ramps the drop rate up to ``final_drop_rate``."""
-        nodes = [self.calibrate[0](s0), self.calibrate[1](s1)]
+        nodes = [self.calibrate[0](s0), self.base(self.calibrate[1](s1))]
         dropping = self.training and self.final_drop_rate > 0
         keep = 1.0 - progress * self.final_drop_rate if dropping else None
 
@@ -200,11 +231,15 @@ class MicroFinalCell(nn.Module):
 
 
 class AuxHead(nn.Module):
-    """ReLU, 5x5 avg pool stride 3, 1x1 conv 128, BN, ReLU, 2x2 conv 768, BN, ReLU, pool, linear.
+    """ReLU, 5x5 avg pool stride 3, 1x1 conv 128, BN, ReLU, 2x2 conv 768 (SAME), BN, ReLU,
+    global pool, linear.
 
-    The authors' head assumes the 8x8 map of 32x32 inputs, which the pool turns into 2x2.
+    The authors' head assumes the 8x8 map of 32x32 inputs, which the pool turns into 2x2; its
+    2x2 conv is padded SAME as in their code (one zero row and column after the map, as
+    TensorFlow pads an even kernel), so it outputs a 2x2 map that the global pool averages.
     Maps smaller than the 5x5 window (the 2x2 maps of 8x8 digits) are adaptively pooled to
-    2x2 instead, so the 2x2 conv always has a full window.
+    2x2 instead. (The authors size that conv's kernel to the pooled map; it is 2 for CIFAR-10
+    and fixed at 2 here.)
     """
 
     def __init__(self, c_in: int, num_classes: int):
@@ -213,6 +248,7 @@ class AuxHead(nn.Module):
             nn.Conv2d(c_in, AUX_HIDDEN, 1, bias=False),
             bn(AUX_HIDDEN),
             nn.ReLU(),
+            nn.ZeroPad2d(tf_same_padding(AUX_CONV_KERNEL)),
             nn.Conv2d(AUX_HIDDEN, AUX_FEATURES, AUX_CONV_KERNEL, bias=False),
             bn(AUX_FEATURES),
             nn.ReLU(),
@@ -231,7 +267,8 @@ class AuxHead(nn.Module):
 
 class MicroNet(nn.Module):
     """The micro final network: stem to 3C, L normal cells with two reduction cells inserted,
-    channels doubling at each reduction, auxiliary head after the second reduction cell, head.
+    channels doubling at each reduction, auxiliary head on the output of the normal cell that
+    follows the second reduction cell (``aux_index``), head (ReLU, pool, dropout, linear).
 
     Cell i of the L+2 cells drops paths (every op but identity) with final keep probability
     ``1 - (i+1)/(L+2) * (1 - drop_path_keep)``; ``set_drop_path_progress`` ramps it in
@@ -281,7 +318,7 @@ class MicroNet(nn.Module):
             c_prev_prev, c_prev = c_prev, cell.out_channels
             reductions_prev_prev, reductions_prev = reductions_prev, reductions_prev + reduction
             if reduction and reductions_prev == len(reduce_after):
-                self.aux_index = i
+                self.aux_index = i + 1  # the normal cell after the last reduction
         aux_width = self.cells[self.aux_index].out_channels
         self.aux_head = AuxHead(aux_width, num_classes) if aux_head else None
         self.out_channels = c_prev

@@ -1,7 +1,9 @@
 """Derive: propose architectures from a search run and rank them with its shared weights.
 
 Both functions read the run's last.pt, which the search writes atomically, so they work on a
-run that is still going (they see its latest checkpoint) or was interrupted.
+run that is still going (they see its latest checkpoint) or was interrupted. It is checked
+against the supernet and strategy built from the run's config before use
+(``enastool.checkpoints``).
 
 Scoring (reference sec. 1, "derive"): the accuracy of each architecture on validation
 minibatches with the shared weights, in eval mode, without grad. The minibatches are the
@@ -23,14 +25,14 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..data import DeviceLoader
-from ..encoding.macro import MacroArch
+from ..checkpoints import check_checkpoint
 from ..errors import EnasError
 from ..runs import LAST_CHECKPOINT as LAST
 from ..runs import RunDir
-from ..train.device import autocast, autocast_dtype, resolve_device
-from .loop import RUN_KIND, build_supernet, search_data
-from .strategies import build_strategy
+from ..train.device import autocast_dtype, resolve_device, use_channels_last
+from .loop import CHECKPOINT_VERSION, run_expectations
+from .strategies import Strategy, build_strategy
+from .tasks import RUN_KIND, SearchTask, build_task, check_archs
 
 Callback = Callable[[dict], None]
 
@@ -44,35 +46,32 @@ def open_search_run(run: RunDir | str | Path) -> RunDir:
     return RunDir.open(run, kind=RUN_KIND)
 
 
-def _load_state(run: RunDir) -> dict:
+def _load_state(run: RunDir, task: SearchTask, strategy: Strategy | None = None) -> dict:
+    """last.pt, checked against the task (supernet) and strategy built from the run's config."""
     if not run.has_checkpoint(LAST):
         raise EnasError(
             f"{run.path}: no {LAST} yet; a search writes it at the end of its first epoch "
             "(or when interrupted): wait for it, or resume the run"
         )
-    return run.load_checkpoint(LAST)
+    state = run.load_checkpoint(LAST)
+    template = {"supernet": task.supernet.state_dict()}
+    if strategy is not None:
+        template["strategy"] = strategy.state_dict()
+    check_checkpoint(state, run.checkpoint_path(LAST), kind=RUN_KIND, version=CHECKPOINT_VERSION,
+                     expected=run_expectations(run.config, task.network), template=template)
+    return state
 
 
-def check_archs(run: RunDir, archs: Sequence) -> None:
-    """EnasError naming the first architecture the run's supernet cannot run."""
+def _shared_weights(run: RunDir, device_name: str, strategy: Strategy | None = None):
+    """(task whose supernet holds the run's shared weights, in eval mode; the checkpoint)."""
     config = run.config
-    for number, arch in enumerate(archs, start=1):
-        space = getattr(arch, "space", None)
-        if space != config.space:
-            raise EnasError(
-                f"architecture {number} is a {space or type(arch).__name__} architecture, but "
-                f"{run.path} searched the {config.space} space"
-            )
-        if space == MacroArch.space and arch.num_layers != config.layers:
-            raise EnasError(
-                f"architecture {number} has {arch.num_layers} layers, but {run.path} searched "
-                f"{config.layers}-layer macro networks"
-            )
-        if space != MacroArch.space and arch.num_blocks != config.num_blocks:
-            raise EnasError(
-                f"architecture {number} has {arch.num_blocks} blocks per cell, but {run.path} "
-                f"searched {config.num_blocks}-block micro cells"
-            )
+    device = resolve_device(device_name)
+    task = build_task(config, device, autocast_dtype(config, device, training=False),
+                      use_channels_last(config, device))
+    state = _load_state(run, task, strategy)
+    task.supernet.load_state_dict(state["supernet"])
+    task.supernet.eval()
+    return task, state
 
 
 def score_architectures(
@@ -88,45 +87,25 @@ def score_architectures(
     receives ``start``, one ``step`` per architecture and ``done`` events.
     """
     run = open_search_run(run)
-    check_archs(run, archs)
-    return _score(run, _load_state(run), list(archs), batches, device, callback)
+    check_archs(run.config, archs, str(run.path))
+    _check_batches(batches)
+    task, _ = _shared_weights(run, device)
+    return _score(task, list(archs), batches, callback)
 
 
-def _score(run: RunDir, state: dict, archs: list, batches: int | None, device_name: str,
-           callback: Callback | None) -> list[float]:
+def _check_batches(batches: int | None) -> None:
     if batches is not None and batches < 1:
         raise EnasError(f"--batches {batches}: must be at least 1 (leave it out for the whole split)")
-    config = run.config
-    device = resolve_device(device_name)
-    dtype = autocast_dtype(config, device)
-    _, valid, info = search_data(config)
-    supernet = build_supernet(config, info.channels, info.num_classes)
-    supernet.load_state_dict(state["supernet"])
-    supernet.to(device).eval()
-    loader = DeviceLoader(*valid, batch_size=config.batch_size, device=device, mean=info.mean,
-                          std=info.std, train=False, drop_last=False)
-    data = []
-    for x, y in loader:
-        if batches is not None and len(data) == batches:
-            break
-        data.append((x, y))
-    images = sum(y.shape[0] for _, y in data)
+
+
+def _score(task: SearchTask, archs: list, batches: int | None, callback: Callback | None) -> list[float]:
+    data = task.score_data(batches)
     emit = callback or (lambda event: None)
-    emit({"kind": "start", "total_steps": len(archs), "device": str(device), "images": images,
-          "description": f"scoring {len(archs)} architectures on {images} validation images"})
-    correct = []
-    with torch.no_grad():
-        for number, arch in enumerate(archs, start=1):
-            total = torch.zeros((), dtype=torch.int64, device=device)
-            for x, y in data:
-                with autocast(device, dtype):
-                    logits = supernet(x, arch)
-                total += (logits.argmax(dim=1) == y).sum()
-            correct.append(total)
-            emit({"kind": "step", "step": number})
-    scores = [c / images for c in torch.stack(correct).tolist()] if correct else []
-    emit({"kind": "done", "step": len(archs), "images": images})
-    return scores
+    emit({"kind": "start", "total_steps": len(archs), "device": str(task.device),
+          "description": f"scoring {len(archs)} architectures on {task.describe_score_data(data)}"})
+    results = task.scores(archs, data, callback=emit)
+    emit({"kind": "done", "step": len(archs)})
+    return [r["score"] for r in results]
 
 
 def derive(
@@ -152,12 +131,12 @@ def derive(
         raise EnasError(f"--samples {samples}: must be at least 1")
     if top is not None and top < 1:
         raise EnasError(f"--top {top}: must be at least 1")
-    state = _load_state(run)
+    _check_batches(batches)
     strategy = build_strategy(config, torch.device("cpu"))
-    if config.strategy == "enas":
-        strategy.load_state_dict({"controller": state["strategy"]["controller"]})
+    task, state = _shared_weights(run, device, strategy)
+    strategy.load_state_dict(state["strategy"])
     candidates = _distinct(strategy.propose(samples, config.seed if seed is None else seed))
-    scores = _score(run, state, candidates, batches, device, callback)
+    scores = _score(task, candidates, batches, callback)
     ranked = sorted(zip(candidates, scores), key=lambda pair: -pair[1])
     return ranked if top is None else ranked[:top]
 

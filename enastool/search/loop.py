@@ -1,25 +1,32 @@
 """The search loop: shared-weight training driven by a strategy, in a run directory.
 
-One epoch of a search (reference sec. 1 and 4):
+The loop is the same for every space and strategy. What depends on the data and the networks
+(batches, supernet, loss, rewards, derive scores) is the run's *task* (``tasks.py``: images
+for macro and micro); what decides the children and learns from rewards is its *strategy*
+(``strategies.py``). One epoch of a search (reference sec. 1 and 4):
 
-1. one SGD step of the shared weights per training minibatch, each on a freshly chosen child
+1. one SGD step of the shared weights per training batch, each on a freshly chosen child
    (enas: sampled from the controller without grad; random: uniform; oneshot: every path with
    path dropout);
-2. enas: ``controller_updates`` controller updates (see ``strategies``), each child rewarded
-   with its accuracy on the next validation minibatch (shared weights, eval mode, no grad);
-   random and oneshot score ``PROBE_ARCHS`` uniform architectures the same way, only to report
-   a validation accuracy;
+2. the strategy updates due after those steps (enas: ``controller_updates`` controller
+   updates, see ``strategies``), each child rewarded on the next validation batch (shared
+   weights, eval mode, no grad); strategies without updates have ``PROBE_ARCHS`` uniform
+   architectures scored the same way, only to report a validation figure;
 3. an epoch record in metrics.jsonl and, every ``checkpoint_every`` epochs, last.pt.
 
-The run is split as for the authors' search: training minibatches from the ``train`` split,
-rewards and derive scores from the held-out ``valid`` split (``val_size`` re-cuts them); the
-test split is never read. Choices where the reference is silent or wrong:
+The image task splits the data as the authors' search does: training batches from the
+``train`` split, rewards and derive scores from the held-out ``valid`` split (``val_size``
+re-cuts them); the test split is never read. Choices where the reference is silent or wrong:
 
 - Gradient clipping of the shared weights is really applied (``clip_grad_norm_`` at
   ``grad_clip``; 0 = off). The authors' code computed clipped gradients and then ignored them.
-- Weight decay (``l2``) applies to kernels only, as in final training (``parameter_groups``).
-  Gradients are reset to None before each step, so SGD's momentum and weight decay touch only
-  the parameters of the child that step trained (Bender et al.: "L2 only on active paths").
+- ``l2`` means the authors' flag: their loss gains ``l2 * sum(w ** 2)``, a gradient of
+  ``2 * l2 * w``, which SGD applies as ``weight_decay = 2 * l2`` to every parameter, batch
+  norms included (``parameter_groups``, shared with final training). Gradients are reset to
+  None before each step and only the modules a step runs get a gradient, so SGD's momentum
+  and weight decay touch only the parameters of the child that step trained (enas, random)
+  or of the paths it kept (oneshot; Bender et al.: "L2 only on active paths"). The authors'
+  ENAS search decays every variable in every step, unused ops included; enastool does not.
 - The micro search supernet has no drop path (the authors' search child applies it only to
   fixed architectures); drop path is a final-training setting.
 - The learning rate follows the cosine-restart curve per step (fractional epoch), as in final
@@ -28,10 +35,13 @@ test split is never read. Choices where the reference is silent or wrong:
   The controller phase reads the rewards once per update.
 
 Resume is exact: the checkpoint holds the supernet, the strategy (controller, its optimiser,
-baseline, generators), both optimisers' states, both loaders' positions and generators, the
-global RNG states, the running sums of the current log interval and epoch, and the counters.
-A run interrupted at any step (shared or controller) and resumed ends with the same weights,
-bit for bit on the CPU, as one that never stopped.
+baseline, generators), both optimisers' states, the task's state (the loaders' positions and
+generators), the global RNG states (all seeded from the run seed, Python's and NumPy's
+included), the running sums of the current log interval and epoch, and the counters. A run
+interrupted at any step (shared or controller) and resumed ends with the same weights, bit for
+bit on the CPU, as one that never stopped, and writes the same checkpoint bytes. Before
+anything is restored the checkpoint is checked against the run (``enastool.checkpoints``):
+kind, format, space, strategy, data shape, and that every tensor fits what the config builds.
 """
 
 from __future__ import annotations
@@ -39,34 +49,32 @@ from __future__ import annotations
 import json
 import random
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
-from ..data import Augment, DatasetInfo, DeviceLoader, Split, channel_stats, endless, load_dataset
-from ..encoding.macro import MacroArch
+from ..checkpoints import check_checkpoint, resume_fix
 from ..encoding.textio import format_record
 from ..errors import EnasError
-from ..nn.supernet import MacroSupernet, MicroSupernet
 from ..runs import LAST_CHECKPOINT as LAST
-from ..runs import capture_rng_state, restore_rng_state, write_text_atomic
+from ..runs import capture_rng_state, restore_rng_state, seed_generators, write_text_atomic
 from ..train import distributed
 from ..train.device import autocast, autocast_dtype, needs_grad_scaler, resolve_device, use_channels_last
 from ..train.schedule import CosineWarmRestarts, set_lr
 from ..train.trainer import RunningMeter, sgd_optimizer
-from .strategies import Strategy, build_strategy, uniform_arch
+from .strategies import Strategy, build_strategy
+from .tasks import RUN_KIND, SearchTask, build_task, uniform_arch
 
-CHECKPOINT_VERSION = 1
-RUN_KIND = "search"
+CHECKPOINT_VERSION = 2  # 2: micro x/y slot weights, no BN after macro layer 0
 PROBE_ARCHS = 10  # random/oneshot: uniform architectures scored at each epoch end (a figure only)
-VALID_SEED_OFFSET = 1  # the validation batches are shuffled by their own stream
 PROBE_SEED_STRIDE = 1_000_003  # keeps (seed, epoch) probe seeds apart
 # Controller figures averaged over an epoch's updates in its record (the baseline is its latest value).
-MEAN_FIGURES = ("reward", "valid_acc", "entropy", "controller_loss", "skip_rate", "skip_penalty")
+MEAN_FIGURES = (
+    "reward", "valid_acc", "valid_ppl", "entropy", "controller_loss", "skip_rate", "skip_penalty",
+)
 # The latest of these (controller update or epoch-end probe) ride along in every step record.
-LATEST_FIGURES = ("reward", "valid_acc", "baseline", "entropy", "controller_loss")
+LATEST_FIGURES = ("reward", "valid_acc", "valid_ppl", "baseline", "entropy", "controller_loss")
 
 Callback = Callable[[dict], None]
 
@@ -78,9 +86,14 @@ class Progress:
     epoch: int = 0
     step: int = 0  # shared-weight steps since the start of the run
     controller_step: int = 0  # strategy updates (controller updates) since the start
+    epoch_updates: int = 0  # strategy updates done after the current epoch's steps
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Progress":
+        return cls(**{name: data[name] for name in cls().to_dict()})
 
 
 # ------------------------------------------------------------------------------ shared helpers
@@ -95,53 +108,14 @@ def check_single_process() -> None:
         )
 
 
-def search_data(config) -> tuple[Split, Split, DatasetInfo]:
-    """(train, valid, info) of a search run: the data set's search cut, or ``val_size``'s.
-
-    With ``val_size`` the last ``val_size`` images of train + valid are held out (for CIFAR-10
-    that is the end of the training batches, as the authors did) and the normalisation
-    statistics are recomputed on the new training part.
-    """
-    splits = load_dataset(config.dataset, config.data_dir, purpose=RUN_KIND)
-    train, valid, info = splits.train, splits.valid, splits.info
-    if config.val_size is not None:
-        images = torch.cat([train.images, valid.images])
-        labels = torch.cat([train.labels, valid.labels])
-        if config.val_size >= images.shape[0]:
-            raise EnasError(
-                f"val_size = {config.val_size} leaves no training images of the "
-                f"{images.shape[0]} in {config.dataset}; lower it"
-            )
-        cut = images.shape[0] - config.val_size
-        train, valid = Split(images[:cut], labels[:cut]), Split(images[cut:], labels[cut:])
-        mean, std = channel_stats(train.images)
-        info = replace(info, mean=mean, std=std)
-    return train, valid, info
-
-
-def build_supernet(config, in_channels: int, num_classes: int) -> torch.nn.Module:
-    """The supernet of ``config.space`` at the config's size."""
-    if config.space == MacroArch.space:
-        return MacroSupernet(
-            num_layers=config.layers, channels=config.channels, in_channels=in_channels,
-            num_classes=num_classes, keep_prob=config.keep_prob,
-        )
-    return MicroSupernet(
-        num_layers=config.layers, channels=config.channels, num_blocks=config.num_blocks,
-        in_channels=in_channels, num_classes=num_classes, keep_prob=config.keep_prob,
-    )
-
-
-def meter_state(meter: RunningMeter) -> dict:
-    """The sums of a RunningMeter (its clock restarts on resume)."""
-    return {"loss_sum": meter.loss_sum, "correct": meter.correct, "images": meter.images}
-
-
-def load_meter_state(meter: RunningMeter, state: dict) -> None:
-    meter.reset()
-    meter.loss_sum = state["loss_sum"].to(meter.device)
-    meter.correct = state["correct"].to(meter.device)
-    meter.images = int(state["images"])
+def run_expectations(config, network: dict) -> dict:
+    """What a search checkpoint must say about its run (for ``check_checkpoint``)."""
+    other_run = f"it was written by another search; put this run's own {LAST} back"
+    return {
+        "space": (config.space, other_run),
+        "strategy_name": (config.strategy, other_run),
+        "network": (network, "it was trained on another data set; use the run's own"),
+    }
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -166,32 +140,12 @@ class SearchLoop:
     # ------------------------------------------------------------------ setup
     def _build(self) -> None:
         config = self.config
-        train, valid, self.info = search_data(config)
-        torch.manual_seed(config.seed)
-        supernet = build_supernet(config, self.info.channels, self.info.num_classes)
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.supernet = supernet.to(self.device, memory_format=memory_format)
+        seed_generators(config.seed)
+        self.task: SearchTask = build_task(config, self.device, self.dtype, self.channels_last)
+        self.supernet = self.task.supernet
         self.strategy: Strategy = build_strategy(config, self.device)
-        common = dict(device=self.device, mean=self.info.mean, std=self.info.std,
-                      channels_last=self.channels_last)
-        augment = Augment(pad=config.augment_pad, flip=config.augment_flip, cutout=config.cutout)
-        self.train_loader = DeviceLoader(
-            *train, batch_size=config.batch_size, train=True, augment=augment, drop_last=True,
-            seed=config.seed, **common,
-        )
-        # Reward batches: shuffled, unaugmented, all of one size (batch-statistics BN).
-        self.valid_loader = DeviceLoader(
-            *valid, batch_size=config.batch_size, train=False, shuffle=True, drop_last=True,
-            seed=config.seed + VALID_SEED_OFFSET, **common,
-        )
-        self.steps_per_epoch = len(self.train_loader)
-        for loader, split in ((self.train_loader, "training"), (self.valid_loader, "validation")):
-            if len(loader) == 0:
-                raise EnasError(
-                    f"--batch-size {config.batch_size} is larger than the {loader.num_examples} "
-                    f"{split} images of {config.dataset}; lower it"
-                )
-        self.optimizer = sgd_optimizer(self.supernet, config)
+        self.steps_per_epoch = self.task.steps_per_epoch
+        self.optimizer = sgd_optimizer(self.task.parameter_groups(), config)
         self.schedule = CosineWarmRestarts.from_config(config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=needs_grad_scaler(self.dtype))
         self.params = [p for p in self.supernet.parameters() if p.requires_grad]
@@ -226,17 +180,16 @@ class SearchLoop:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "strategy": self.strategy.state_dict(),
-            "train_loader": self.train_loader.state_dict(),
-            "valid_loader": self.valid_loader.state_dict(),
+            "task": self.task.state_dict(),
             "rng": capture_rng_state(),
             "progress": self.progress.to_dict(),
             "epoch": self.progress.epoch,
             "step": self.progress.step,
-            "meters": {"interval": meter_state(self.interval), "epoch": meter_state(self.epoch_meter)},
+            "meters": {"interval": self.interval.state_dict(), "epoch": self.epoch_meter.state_dict()},
             "figure_sums": dict(self.figure_sums),
             "last_arch": self.last_arch,
             "latest": dict(self.latest),
-            "network": {"in_channels": self.info.channels, "num_classes": self.info.num_classes},
+            "network": dict(self.task.network),
         }
 
     def _position(self) -> tuple[int, int, int]:
@@ -257,24 +210,22 @@ class SearchLoop:
             self._forget_records_after(self.progress)
             return
         state = self.run.load_checkpoint(LAST)
-        path = self.run.checkpoint_path(LAST)
-        if state.get("kind") != RUN_KIND or state.get("version") != CHECKPOINT_VERSION:
-            raise EnasError(f"{path}: not a search checkpoint of this enastool version")
-        if (state["space"], state["strategy_name"]) != (self.config.space, self.config.strategy):
-            raise EnasError(
-                f"{path}: written by a {state['space']} {state['strategy_name']} search, but the "
-                f"run's config says {self.config.space} {self.config.strategy}; restore its config.json"
-            )
+        check_checkpoint(
+            state, self.run.checkpoint_path(LAST), kind=RUN_KIND, version=CHECKPOINT_VERSION,
+            expected=run_expectations(self.config, self.task.network),
+            # What this loop writes is what it needs back; the live optimizer checks its moments.
+            template={**self._checkpoint_state(), "optimizer": self.optimizer},
+            fix=resume_fix(LAST),
+        )
         self.supernet.load_state_dict(state["supernet"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.strategy.load_state_dict(state["strategy"])
-        self.train_loader.load_state_dict(state["train_loader"])
-        self.valid_loader.load_state_dict(state["valid_loader"])
+        self.task.load_state_dict(state["task"])
         restore_rng_state(state["rng"])
-        self.progress = Progress(**state["progress"])
-        load_meter_state(self.interval, state["meters"]["interval"])
-        load_meter_state(self.epoch_meter, state["meters"]["epoch"])
+        self.progress = Progress.from_dict(state["progress"])
+        self.interval.load_state_dict(state["meters"]["interval"])
+        self.epoch_meter.load_state_dict(state["meters"]["epoch"])
         self.figure_sums = dict(state["figure_sums"])
         self.last_arch = state["last_arch"]
         self.latest = dict(state["latest"])
@@ -296,15 +247,14 @@ class SearchLoop:
             write_text_atomic(self.run.metrics_path, text)
 
     # ------------------------------------------------------------------ shared-weight phase
-    def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, object]:
-        """One SGD step of the shared weights on a fresh child; (loss, correct, child)."""
+    def _train_step(self, batch) -> tuple[torch.Tensor, torch.Tensor | None, int, object]:
+        """One SGD step of the shared weights on a fresh child; (loss, correct, count, child)."""
         epoch = self.progress.step / self.steps_per_epoch
         self.lr = self.schedule.lr_at(epoch)
-        set_lr(self.optimizer, self.lr)
+        set_lr(self.optimizer, self.lr * self.task.lr_factor(batch))
         child = self.strategy.child()
         with autocast(self.device, self.dtype):
-            logits = self.strategy.logits(self.supernet, x, child, epoch).float()
-            loss = F.cross_entropy(logits, y)
+            loss, reported, correct, count = self.task.train_loss(batch, self.strategy, child, epoch)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.config.grad_clip > 0:
@@ -312,7 +262,7 @@ class SearchLoop:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return loss.detach(), (logits.detach().argmax(dim=1) == y).sum(), child
+        return reported, correct, count, child
 
     def _shared_phase(self) -> bool:
         """The rest of the epoch's shared-weight steps; False when interrupted part-way."""
@@ -321,10 +271,10 @@ class SearchLoop:
         if done >= self.steps_per_epoch:
             return True
         self.supernet.train()
-        for x, y in self.train_loader:
-            loss, correct, child = self._train_step(x, y)
-            self.interval.add(loss, correct, y.shape[0])
-            self.epoch_meter.add(loss, correct, y.shape[0])
+        for batch in self.task.train_batches():
+            loss, correct, count, child = self._train_step(batch)
+            self.interval.add(loss, correct, count)
+            self.epoch_meter.add(loss, correct, count)
             progress.step += 1
             if progress.step % self.config.log_every == 0:
                 self._log_step(child)
@@ -342,10 +292,9 @@ class SearchLoop:
             "kind": "step",
             "step": self.progress.step,
             "epoch": epoch,
-            "loss": reading["loss"],
-            "acc": reading["acc"],
+            **self.task.figures(reading),
             "lr": self.lr,
-            "images_per_s": self.interval.images / reading["seconds"],
+            f"{self.task.unit}_per_s": self.interval.images / reading["seconds"],
             **self.strategy.step_figures(epoch),
             **self.latest,
         }
@@ -355,22 +304,16 @@ class SearchLoop:
         self.interval.reset()
 
     # ------------------------------------------------------------------ validation phase
-    @torch.no_grad()
-    def _reward(self, arch) -> torch.Tensor:
-        """Accuracy of ``arch`` on the next validation minibatch (a device scalar)."""
-        x, y = next(self.valid_batches)
-        with autocast(self.device, self.dtype):
-            logits = self.supernet(x, arch)
-        return (logits.argmax(dim=1) == y).float().mean()
-
     def _update_phase(self) -> bool:
-        """The epoch's strategy updates (enas: controller); False when interrupted part-way."""
-        progress, per_epoch = self.progress, self.strategy.updates_per_epoch
+        """The strategy updates due after the epoch's steps (enas: controller updates), each
+        reading the shared weights through the task; False when interrupted part-way."""
+        progress = self.progress
         self.supernet.eval()
         try:
-            while progress.controller_step < (progress.epoch + 1) * per_epoch:
-                figures = self.strategy.update(self._reward)
+            while self.strategy.update_due(progress.epoch, progress.epoch_updates):
+                figures = self.strategy.update(self.task)
                 progress.controller_step += 1
+                progress.epoch_updates += 1
                 self._add_figures(figures)
                 self.latest = {name: figures[name] for name in LATEST_FIGURES if name in figures}
                 self.last_arch = figures.get("arch", self.last_arch)
@@ -379,7 +322,7 @@ class SearchLoop:
                     "step": progress.step,
                     "controller_step": progress.controller_step,
                     "epoch": progress.step / self.steps_per_epoch,
-                    "controller_updates": per_epoch,
+                    "controller_updates": self.strategy.updates_per_epoch,
                     **figures,
                 })
                 if self._interrupted():
@@ -389,15 +332,16 @@ class SearchLoop:
         return True
 
     @torch.no_grad()
-    def _probe(self) -> float:
-        """Mean validation-minibatch accuracy of PROBE_ARCHS uniform architectures."""
+    def _probe(self) -> dict:
+        """The reward figures of PROBE_ARCHS uniform architectures (random, oneshot: a figure
+        only, so that every strategy reports how the shared weights rank on validation data)."""
         rng = random.Random(self.config.seed * PROBE_SEED_STRIDE + self.progress.epoch)
         self.supernet.eval()
         try:
-            accuracies = [self._reward(uniform_arch(self.config, rng)) for _ in range(PROBE_ARCHS)]
+            rewards = [self.task.reward(uniform_arch(self.config, rng)) for _ in range(PROBE_ARCHS)]
         finally:
             self.supernet.train()
-        return torch.stack(accuracies).mean().item()
+        return self.task.reward_figures(torch.stack(rewards).float().tolist())
 
     def _add_figures(self, figures: dict) -> None:
         sums = self.figure_sums
@@ -416,10 +360,9 @@ class SearchLoop:
             "kind": "epoch",
             "step": progress.step,
             "epoch": progress.epoch + 1,
-            "loss": reading["loss"],
-            "acc": reading["acc"],
+            **self.task.figures(reading),
             "lr": self.lr,
-            "images_per_s": self.epoch_meter.images / reading["seconds"],
+            f"{self.task.unit}_per_s": self.epoch_meter.images / reading["seconds"],
             **self.strategy.step_figures(float(progress.epoch + 1)),
         }
         sums = self.figure_sums
@@ -429,11 +372,12 @@ class SearchLoop:
                 record["baseline"] = sums["baseline"]
             record["controller_step"] = progress.controller_step
         else:
-            record["valid_acc"] = self._probe()
-            self.latest = {"valid_acc": record["valid_acc"]}
+            self.latest = self._probe()
+            record.update(self.latest)
         if self.last_arch is not None:
             record["arch"] = self.last_arch
         progress.epoch += 1
+        progress.epoch_updates = 0
         self.epoch_meter.reset()
         self.figure_sums = {}
         self._record(record)
@@ -445,7 +389,6 @@ class SearchLoop:
         config = self.config
         if resume:
             self._restore()
-        self.valid_batches = endless(self.valid_loader)  # after the restore: from its position
         self._emit({
             "kind": "start",
             "space": config.space,

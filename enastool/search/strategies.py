@@ -1,8 +1,10 @@
-"""The three search strategies behind one small interface.
+"""The search strategies behind one small interface.
 
 The search loop asks a strategy for the child of each shared-weight step (``child``), the
-logits of that step (``logits``), what to do after an epoch's steps (``update``, called
-``updates_per_epoch`` times), and the candidates that derive scores (``propose``):
+logits of that step (``logits``), whether an update is due after an epoch's steps
+(``update_due(epoch, done)``) and, while one is, to make it (``update(task)``: the task gives
+rewards and scores with the shared weights, see ``tasks``), and the candidates that derive
+scores (``propose``). Each update is one resumable unit: the loop checkpoints between them.
 
 - ``enas`` (Pham et al.): children sampled from the controller (no grad). After the
   shared-weight steps of an epoch, ``controller_updates`` REINFORCE updates, each averaging
@@ -16,9 +18,12 @@ logits of that step (``logits``), what to do after an epoch's steps (``update``,
   Loss = mean over the samples of ``-log_prob x advantage + skip_weight x skip_penalty``;
   Adam (``controller_lr``, betas (``controller_beta1``, 0.999), eps ``controller_eps``).
 - ``random`` (random search with weight sharing, Li and Talwalkar): uniform children.
-- ``oneshot`` (Bender et al.): every path runs, each dropped with a rate ramped linearly from
-  0 to ``oneshot_drop_max`` over the first ``oneshot_drop_ramp`` of the epochs (the supernet
-  keeps at least one input per node); no child architecture.
+- ``oneshot`` (Bender et al.): every path of the supernet is a candidate in every step; each
+  node's paths are dropped with the fan-in-scaled rate ``r ** (1 / k)`` (k paths into the
+  node), r ramped linearly from 0 to ``oneshot_drop_max`` over the first
+  ``oneshot_drop_ramp`` of the epochs, at least one path kept per node; dropped paths do not
+  run. No child architecture. See ``enastool.nn.supernet`` for what the paper does and what
+  enastool does.
 
 random and oneshot propose uniformly sampled candidates to derive; enas samples them from the
 trained controller. Every random number a strategy draws comes from its own generator, whose
@@ -32,28 +37,21 @@ architecture has to reach the host anyway to pick the supernet's modules.
 from __future__ import annotations
 
 import random
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import torch
 
 from ..encoding.macro import MacroArch
-from ..encoding.micro import MicroArch
 from ..encoding.spaces import Arch
 from ..encoding.textio import format_record
+from ..nn.supernet import draw_kept_paths
 from .controller import build_controller
+from .tasks import uniform_arch
 
 CONTROLLER_DEVICE = torch.device("cpu")
+# One-shot masks pick modules, so they are host data: drawn on the CPU whatever the device.
+MASK_DEVICE = torch.device("cpu")
 ADAM_BETA2 = 0.999  # the authors' (and Adam's default) second-moment decay
-
-RewardFn = Callable[[Arch], torch.Tensor]  # an architecture -> its accuracy on one validation batch
-
-
-def uniform_arch(config, rng: random.Random) -> Arch:
-    """A uniformly random architecture of the config's space and size."""
-    if config.space == MacroArch.space:
-        return MacroArch.sample(rng, num_layers=config.layers)
-    return MicroArch.sample(rng, num_blocks=config.num_blocks)
-
 
 def random_state(rng: random.Random) -> list:
     """A ``random.Random`` state as plain lists and ints (loadable with weights_only=True)."""
@@ -70,7 +68,7 @@ class Strategy:
     """What the search loop needs from a strategy (the base is the weight-sharing default)."""
 
     name: ClassVar[str]
-    updates_per_epoch: int = 0  # calls of ``update`` after each epoch's shared-weight steps
+    updates_per_epoch: int = 0  # updates after each epoch's steps, for display (0: none, or varies)
 
     def __init__(self, config, device: torch.device):
         self.config = config
@@ -88,8 +86,14 @@ class Strategy:
         """Extra fields of a step record."""
         return {}
 
-    def update(self, reward_of: RewardFn) -> dict:
-        """One update after the shared-weight steps; returns its figures (metrics record)."""
+    def update_due(self, epoch: int, done: int) -> bool:
+        """Whether another update is due after the steps of ``epoch`` (0-based), ``done`` of
+        them made already. The default: ``updates_per_epoch`` updates after every epoch."""
+        return done < self.updates_per_epoch
+
+    def update(self, task) -> dict:
+        """One update after the shared-weight steps; returns its figures (a metrics record).
+        ``task`` rewards and scores architectures with the shared weights (``tasks``)."""
         raise NotImplementedError(f"strategy {self.name} has no updates")
 
     def propose(self, count: int, seed: int) -> list[Arch]:
@@ -126,13 +130,13 @@ class EnasStrategy(Strategy):
         with torch.no_grad():
             return self.controller.sample(self.generator).arch
 
-    def update(self, reward_of: RewardFn) -> dict:
+    def update(self, task) -> dict:
         config = self.config
         samples = [self.controller.sample(self.generator) for _ in range(config.controller_samples)]
         # One host read per update: every reward is computed on the device first.
-        accuracies = torch.stack([reward_of(s.arch).float() for s in samples]).tolist()
+        qualities = torch.stack([task.reward(s.arch).float() for s in samples]).tolist()
         entropies = [s.entropy.item() for s in samples]  # CPU tensors: no device sync
-        rewards = [a + config.entropy_weight * e for a, e in zip(accuracies, entropies)]
+        rewards = [q + config.entropy_weight * e for q, e in zip(qualities, entropies)]
         loss = torch.zeros((), device=CONTROLLER_DEVICE)
         for sample, reward in zip(samples, rewards):
             if self.baseline is None:
@@ -147,7 +151,7 @@ class EnasStrategy(Strategy):
         best = max(range(len(samples)), key=rewards.__getitem__)
         figures = {
             "reward": _mean(rewards),
-            "valid_acc": _mean(accuracies),
+            **task.reward_figures(qualities),
             "baseline": self.baseline,
             "entropy": _mean(entropies),
             "controller_loss": loss.item(),
@@ -200,17 +204,25 @@ class RandomStrategy(Strategy):
 
 
 class OneShotStrategy(Strategy):
-    """All paths with path dropout (Bender et al.); candidates are sampled uniformly."""
+    """Kept paths drawn by path dropout (Bender et al.); candidates are sampled uniformly.
+
+    Every step draws, on the host, the paths each node of the supernet keeps
+    (``draw_kept_paths``); the supernet runs only those, so dropped paths get no gradient,
+    no weight decay and no momentum step. The masks come from a CPU generator owned by the
+    strategy (seeded by ``seed``), whose state is in :meth:`state_dict`: a resumed search
+    draws the same masks.
+    """
 
     name = "oneshot"
 
     def __init__(self, config, device: torch.device):
         super().__init__(config, device)
-        # The dropout masks are drawn on the supernet's device, so the generator lives there.
-        self.generator = torch.Generator(device).manual_seed(config.seed)
+        self.generator = torch.Generator(MASK_DEVICE).manual_seed(config.seed)
 
     def drop_rate(self, epoch: float) -> float:
-        """Linear from 0 to oneshot_drop_max over the first oneshot_drop_ramp of the epochs."""
+        """r: linear from 0 to oneshot_drop_max over the first oneshot_drop_ramp of the epochs.
+
+        A node with k incoming paths drops each with probability r ** (1 / k)."""
         ramp_epochs = self.config.oneshot_drop_ramp * self.config.epochs
         return self.config.oneshot_drop_max * min(1.0, epoch / ramp_epochs)
 
@@ -218,7 +230,8 @@ class OneShotStrategy(Strategy):
         return None
 
     def logits(self, supernet, x, child, epoch: float) -> torch.Tensor:
-        return supernet.forward_oneshot(x, self.drop_rate(epoch), self.generator)
+        kept = draw_kept_paths(supernet.oneshot_fan_ins(), self.drop_rate(epoch), self.generator)
+        return supernet.forward_oneshot(x, kept)
 
     def step_figures(self, epoch: float) -> dict:
         return {"drop_rate": self.drop_rate(epoch)}
@@ -227,7 +240,7 @@ class OneShotStrategy(Strategy):
         return {"generator": self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+        self.generator.set_state(state["generator"].cpu())
 
 
 STRATEGIES: dict[str, type[Strategy]] = {

@@ -14,6 +14,11 @@ The choices, each measured (BENCHMARKS.md):
   keeps freed memory in the process's heap (``tune_host``).
 
 The same code path runs everywhere; only these switches differ.
+
+float16 is for CUDA only: on a CPU, float16 autocast runs through slow emulation (a smoke
+training ran some 30x slower) and without loss scaling its small range costs accuracy, so
+training refuses it there. Scoring a float16 run on a CPU (derive, evaluate) computes in
+float32 instead: the same weights, a wider format.
 """
 
 from __future__ import annotations
@@ -74,14 +79,25 @@ def _switch(value, option: str, auto_value: bool) -> bool:
     raise EnasError(f"{option} {value!r}: expected auto, on or off")
 
 
-def autocast_dtype(config, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for plain fp32. ``auto``: bf16 on CUDA, none on CPU."""
+def autocast_dtype(config, device: torch.device, training: bool = True) -> torch.dtype | None:
+    """The autocast dtype, or None for plain fp32. ``auto``: bf16 on CUDA, none on CPU.
+
+    float16 off CUDA: refused for ``training``, float32 for scoring (see the module doc).
+    """
     word = str(getattr(config, "dtype", AUTO)).strip().lower()
     if word == AUTO:
         return torch.bfloat16 if device.type == "cuda" else None
     if word not in DTYPES:
         raise EnasError(f"--dtype {word!r}: expected auto, float32, bfloat16 or float16")
-    return DTYPES[word]
+    dtype = DTYPES[word]
+    if dtype == torch.float16 and device.type != "cuda":
+        if not training:
+            return None
+        raise EnasError(
+            f"--dtype {word} needs a CUDA device: on {device.type} float16 is emulated, many times "
+            "slower and less accurate; use --dtype bfloat16 or float32 there"
+        )
+    return dtype
 
 
 def needs_grad_scaler(dtype: torch.dtype | None) -> bool:
@@ -174,14 +190,14 @@ class Placement:
         }
 
 
-def resolve_placement(config, device: torch.device | None = None) -> Placement:
+def resolve_placement(config, device: torch.device | None = None, training: bool = True) -> Placement:
     """The placement a config asks for (``device`` overrides ``config.device``, e.g. a rank's GPU).
 
     ``config`` needs ``device`` (unless given) and may have ``dtype``, ``channels_last`` and
-    ``compile`` (absent = auto).
+    ``compile`` (absent = auto). ``training`` False: for scoring (see ``autocast_dtype``).
     """
     device = resolve_device(config.device) if device is None else device
-    dtype = autocast_dtype(config, device)
+    dtype = autocast_dtype(config, device, training=training)
     channels_last = use_channels_last(config, device)
     return Placement(
         device=device,

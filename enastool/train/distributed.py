@@ -8,7 +8,8 @@ Rules every rank follows:
 - the same seed, hence the same shuffled permutation and the same augmentation of the global
   batch; each rank then takes its own contiguous slice of it (``shard_batch``);
 - only rank 0 writes the run directory and calls the progress callback;
-- evaluation sums (loss, correct, count) are all-reduced so rank 0 reports the whole test set.
+- evaluation sums (loss, correct, count) are all-reduced so rank 0 reports the whole test set,
+  every rank scoring its shard with rank 0's batch-norm statistics (``broadcast_buffers``).
 """
 
 from __future__ import annotations
@@ -120,6 +121,18 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         return model
     device_ids = [device.index] if device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def broadcast_buffers(model: torch.nn.Module) -> None:
+    """Give every rank rank 0's buffers (batch-norm running statistics); no-op in one process.
+
+    DDP broadcasts them at the start of each training forward, so after the last step every
+    rank holds its own update of them. An evaluation that the saved checkpoint (rank 0's) must
+    reproduce calls this first.
+    """
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=MAIN_RANK)
 
 
 def shard_slice(total: int, info: DistInfo) -> slice:

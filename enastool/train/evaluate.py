@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..encoding.spaces import space_class
+from ..checkpoints import check_checkpoint
+from ..config import FinalConfig
+from ..encoding.spaces import IMAGES, data_kind, space_class
 from ..errors import EnasError
 from ..nn.final import build_final_network
 from ..runs import BEST_CHECKPOINT, CHECKPOINT_CHOICES, EVAL_SPLITS, LAST_CHECKPOINT, RunDir
@@ -17,6 +19,10 @@ from .distributed import DistInfo, all_reduce_sum, shard_slice
 CHECKPOINT_NAMES = (LAST_CHECKPOINT, BEST_CHECKPOINT)  # without a choice, the first that exists
 EVAL_BATCH_MULTIPLIER = 2  # no activations kept for backward at test time: bigger batches fit
 ARCH_FILE = "arch.txt"
+RUN_KIND = FinalConfig.kind
+CHECKPOINT_VERSION = 2  # 2: the run kind, the log-interval sums, micro layer_base and aux head moved
+# What evaluate reads before it can build the network: the rest is checked against the network.
+HEADER_TEMPLATE = {"arch": "", "network": {"in_channels": 0, "num_classes": 0}, "epoch": 0, "model": {}}
 PIXEL_MAX = 255.0  # images arrive as uint8
 
 
@@ -151,21 +157,34 @@ def final_checkpoint_name(run: RunDir, choice: str | None = None) -> str:
     )
 
 
-def load_final_checkpoint(run: RunDir, name: str):
-    """(network in eval mode on the CPU, arch, checkpoint state) from checkpoint ``name``."""
+def load_final_checkpoint(run: RunDir, name: str, data_info=None):
+    """(network in eval mode on the CPU, arch, checkpoint state) from checkpoint ``name``.
+
+    The checkpoint is checked (``enastool.checkpoints``) before use: a final checkpoint of this
+    format, of the run's own architecture (its config.json's), trained on images like those of
+    ``data_info`` (a DatasetInfo, when given), with weights that fit the network built from the
+    run's configuration.
+    """
     path = run.path / name
     state = run.load_checkpoint(name)
+    check_checkpoint(state, path, kind=RUN_KIND, version=CHECKPOINT_VERSION, template=HEADER_TEMPLATE)
     arch = parse_arch_record(state["arch"], str(path))
-    arch_path = run.path / ARCH_FILE
-    if arch_path.exists() and parse_arch_record(arch_path.read_text(), str(arch_path)) != arch:
-        raise EnasError(f"{arch_path} does not match the architecture stored in {path}")
+    own = run.config.arch
+    if own is not None and arch != parse_arch_record(f"{run.config.space} {own}", f"{run.path} config arch"):
+        raise EnasError(f"{path}: trained on another architecture than the run's (its config.json's arch)")
     network = state["network"]
+    if data_info is not None and (data_info.channels, data_info.num_classes) != (
+        network["in_channels"], network["num_classes"]
+    ):
+        raise EnasError(
+            f"{path}: the network takes {network['in_channels']}-channel images and "
+            f"{network['num_classes']} classes, {data_info.name} has {data_info.channels} and "
+            f"{data_info.num_classes}; evaluate on the data set it was trained on ({run.config.dataset})"
+        )
     model = build_network(arch, run.config, network["in_channels"], network["num_classes"])
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as err:
-        first_line = str(err).strip().splitlines()[0]
-        raise EnasError(f"{path}: weights do not fit the network ({first_line})") from None
+    check_checkpoint(state, path, kind=RUN_KIND, version=CHECKPOINT_VERSION,
+                     template={"model": model.state_dict()})
+    model.load_state_dict(state["model"])
     return model.eval(), arch, state
 
 
@@ -179,7 +198,18 @@ def load_final_run(run_dir, map_location="cpu", checkpoint: str | None = None):
     return model.to(map_location), arch, run.config
 
 
-def evaluate_final_run(
+def evaluate_final_run(run: RunDir, **options) -> dict:
+    """The test figures of a final run's network: the evaluator of its space's data kind
+    (``FINAL_EVALUATORS``) with ``options`` (see ``evaluate_image_run`` for images)."""
+    kind = data_kind(run.config.space)
+    try:
+        evaluate = FINAL_EVALUATORS[kind]
+    except KeyError:
+        raise EnasError(f"evaluate: no evaluation for {kind} (space {run.config.space}) yet") from None
+    return evaluate(run, **options)
+
+
+def evaluate_image_run(
     run: RunDir,
     *,
     dataset: str | None = None,
@@ -202,20 +232,13 @@ def evaluate_final_run(
 
     config = run.config
     name = final_checkpoint_name(run, checkpoint)
-    model, arch, state = load_final_checkpoint(run, name)
+    if split not in EVAL_SPLITS:
+        raise EnasError(f"split {split!r}: expected one of {', '.join(EVAL_SPLITS)}")
     dataset = dataset or config.dataset
     data_dir = data_dir if data_dir is not None else config.data_dir
     final = load_dataset(dataset, data_dir, purpose="final")
-    if split not in EVAL_SPLITS:
-        raise EnasError(f"split {split!r}: expected one of {', '.join(EVAL_SPLITS)}")
     images, labels = final.test if split == "test" else load_dataset(dataset, data_dir, purpose="search").valid
-    network = state["network"]
-    if (final.info.channels, final.info.num_classes) != (network["in_channels"], network["num_classes"]):
-        raise EnasError(
-            f"{run.path / name}: the network takes {network['in_channels']}-channel images and "
-            f"{network['num_classes']} classes, {dataset} has {final.info.channels} and "
-            f"{final.info.num_classes}; evaluate on the data set it was trained on ({config.dataset})"
-        )
+    model, arch, state = load_final_checkpoint(run, name, final.info)
     device = resolve_device(device)
     channels_last = use_channels_last(config, device)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
@@ -224,7 +247,7 @@ def evaluate_final_run(
         raise EnasError(f"--batch-size {batch}: must be at least 1")
     result = evaluate_network(model, images, labels, batch, device, tta, mean=final.info.mean,
                               std=final.info.std, channels_last=channels_last,
-                              dtype=autocast_dtype(config, device))
+                              dtype=autocast_dtype(config, device, training=False))
     return {
         "accuracy": result["accuracy"],
         "loss": result["loss"],
@@ -239,3 +262,7 @@ def evaluate_final_run(
         "tta": tta,
         "arch": f"{arch.space} {arch.format()}",
     }
+
+
+# The evaluation of a final run, per data kind (``enastool.encoding.spaces.DATA_KINDS``).
+FINAL_EVALUATORS: dict[str, Callable[..., dict]] = {IMAGES: evaluate_image_run}

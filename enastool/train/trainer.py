@@ -5,10 +5,13 @@ warm-restart learning rate set before every step from the fractional epoch, so n
 the counters in the checkpoint is needed to resume exactly. Choices where the reference is
 silent or wrong:
 
-- Weight decay (``config.l2``) applies to conv and linear kernels only (parameters with more
-  than one dimension). BatchNorm scales/shifts and biases are exempt: decaying a BN scale that
-  feeds another BN changes nothing but the effective learning rate. (The authors' TF code adds
-  ``l2 * sum(w**2)`` over every variable, which is a weight decay of ``2 * l2``.)
+- ``config.l2`` means the authors' flag. Their TF code adds ``l2 * sum(w ** 2)`` over every
+  trainable variable to the loss, a gradient term of ``2 * l2 * w``; enastool gives SGD
+  ``weight_decay = 2 * l2`` (torch's ``weight_decay = l2`` would be half the authors'
+  decay) on every trainable parameter, batch-norm scales and shifts and the classifier bias
+  included, as they do (``parameter_groups``; the search loop uses the same optimiser). The
+  decay term is added after gradient clipping; in the authors' runs their clipping never
+  took effect (reference sec. 6), so their decay was never clipped either.
 - Gradient clipping is really applied (``clip_grad_norm_`` at ``config.grad_clip``; 0 = off),
   unlike the authors' code, which computed the clipped gradients and then ignored them.
 - The auxiliary head is trained like every other parameter; its loss weight is
@@ -17,31 +20,39 @@ silent or wrong:
   rank 0's shard; the test figures cover the whole test set on every rank.
 - A step never waits for the device: loss and correct counts accumulate as device tensors and
   are read (``.item()``) only when a log line is due.
+
+Resume is exact: the checkpoint holds the network, the optimizer, the loader's position and
+generator, every global generator (seeded from the run seed at the start, Python's and NumPy's
+included, so the checkpoints of an interrupted and an uninterrupted run are the same bytes),
+the sums of the log interval in progress, and the counters. Before anything is restored the
+checkpoint is checked against the run (``enastool.checkpoints``): its kind and format, the
+architecture, the data shape, and that every tensor fits the network built from the config.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from ..checkpoints import check_checkpoint, resume_fix
 from ..data import Augment, DeviceLoader, load_dataset
+from ..encoding.spaces import IMAGES, data_kind
 from ..errors import EnasError
 from ..runs import BEST_CHECKPOINT as BEST
 from ..runs import LAST_CHECKPOINT as LAST
-from ..runs import capture_rng_state, restore_rng_state, write_text_atomic
+from ..runs import capture_rng_state, restore_rng_state, seed_generators
 from . import distributed
 from .device import autocast, autocast_dtype, needs_grad_scaler, use_channels_last, use_compile
 from .evaluate import (
-    ARCH_FILE, EVAL_BATCH_MULTIPLIER, arch_record, build_network, evaluate_network, network_output,
-    parse_arch_record,
+    ARCH_FILE, CHECKPOINT_VERSION, EVAL_BATCH_MULTIPLIER, RUN_KIND, arch_record, build_network,
+    evaluate_network, network_output, parse_arch_record,
 )
 from .schedule import CosineWarmRestarts, set_lr
-CHECKPOINT_VERSION = 1
+
 RANK_SEED_STRIDE = 1_000_003  # keeps (rank, step) reseeds of different ranks apart
 
 Callback = Callable[[dict], None]
@@ -58,6 +69,10 @@ class Progress:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Progress":
+        return cls(**{name: data[name] for name in cls().to_dict()})
 
 
 class RunningMeter:
@@ -78,6 +93,16 @@ class RunningMeter:
         self.correct += correct
         self.images += images
 
+    def state_dict(self) -> dict:
+        """The sums, for a checkpoint (the clock restarts on resume)."""
+        return {"loss_sum": self.loss_sum, "correct": self.correct, "images": self.images}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.reset()
+        self.loss_sum = state["loss_sum"].to(self.device)
+        self.correct = state["correct"].to(self.device)
+        self.images = int(state["images"])
+
     def read(self) -> dict:
         """Means since the last reset (this is the one host-device sync of a log interval)."""
         seconds = max(time.perf_counter() - self.started, 1e-9)
@@ -89,23 +114,26 @@ class RunningMeter:
         }
 
 
-def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Kernels get weight decay; BatchNorm parameters and biases (1-d tensors) do not."""
-    decay, exempt = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (decay if param.ndim > 1 else exempt).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": exempt, "weight_decay": 0.0},
-    ]
+# d/dw of l2 * w**2: the authors' loss term l2 * sum(w**2) is a weight decay of 2 * l2.
+L2_GRADIENT_FACTOR = 2.0
 
 
-def sgd_optimizer(model: torch.nn.Module, config) -> torch.optim.SGD:
-    """SGD with the config's momentum, Nesterov and L2 (kernels only: ``parameter_groups``),
-    starting at ``lr_max`` (the schedule sets the rate before every step)."""
+def parameter_groups(model: torch.nn.Module, l2: float) -> list[dict]:
+    """One group: every trainable parameter, with the weight decay of the authors' ``l2``
+    flag (``2 * l2``, see the module docstring)."""
+    params = [param for param in model.parameters() if param.requires_grad]
+    return [{"params": params, "weight_decay": L2_GRADIENT_FACTOR * l2}]
+
+
+def sgd_optimizer(model: torch.nn.Module | list[dict], config) -> torch.optim.SGD:
+    """SGD with the config's momentum, Nesterov and L2 (the authors' meaning, on every
+    parameter: ``parameter_groups``), starting at ``lr_max`` (the schedule sets the rate
+    before every step). ``model`` may be a list of parameter groups with their own weight decay
+    instead. Parameters whose gradient is None in a step are skipped entirely: no decay, no
+    momentum."""
+    groups = parameter_groups(model, config.l2) if isinstance(model, torch.nn.Module) else model
     return torch.optim.SGD(
-        parameter_groups(model, config.l2),
+        groups,
         lr=config.lr_max,
         momentum=config.momentum,
         nesterov=config.nesterov and config.momentum > 0,  # torch refuses Nesterov without momentum
@@ -121,6 +149,12 @@ class FinalTrainer:
             if not config.arch:
                 raise EnasError("train_final: no architecture given and the config has no 'arch'")
             arch = parse_arch_record(f"{config.space} {config.arch}", "config arch")
+        elif config.arch and arch_record(arch) != f"{config.space} {config.arch}":
+            # A resumed run trains the architecture it started with (config.json's arch).
+            raise EnasError(
+                f"the architecture given is another architecture than the run's ({config.space} "
+                f"{config.arch[:30]}...); resume without SOURCE, or with the run's arch.txt"
+            )
         self.arch = arch
         self.config = config
         self.run = run
@@ -144,7 +178,7 @@ class FinalTrainer:
         self.test_labels = splits.test.labels.to(self.device)
         # Different ranks get different dropout / drop-path masks; DDP overwrites the initial
         # weights of ranks > 0 with rank 0's, so the model still starts equal everywhere.
-        torch.manual_seed(config.seed + self.dist.rank)
+        seed_generators(config.seed + self.dist.rank)
         model = build_network(self.arch, config, self.info.channels, self.info.num_classes)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory_format)
@@ -169,6 +203,7 @@ class FinalTrainer:
             self.step_model = torch.compile(wrapped) if self.compiled else wrapped
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.progress = Progress()
+        self.interval = RunningMeter(self.device)  # the log interval in progress
         self.last_test: dict | None = None  # the latest test-set figures
         self.last_saved_step: int | None = None  # step of the newest last.pt
 
@@ -204,6 +239,7 @@ class FinalTrainer:
     def _checkpoint_state(self) -> dict:
         return {
             "version": CHECKPOINT_VERSION,
+            "kind": RUN_KIND,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -213,9 +249,13 @@ class FinalTrainer:
             "epoch": self.progress.epoch,
             "step": self.progress.step,
             "best_accuracy": self.progress.best_accuracy,
+            "meters": {"interval": self.interval.state_dict()},
             "arch": arch_record(self.arch),
-            "network": {"in_channels": self.info.channels, "num_classes": self.info.num_classes},
+            "network": self._network(),
         }
+
+    def _network(self) -> dict:
+        return {"in_channels": self.info.channels, "num_classes": self.info.num_classes}
 
     def _save(self, name: str) -> None:
         if not self.dist.is_main:
@@ -236,16 +276,23 @@ class FinalTrainer:
             self._write_arch()
             return
         state = self.run.load_checkpoint(LAST)
-        if state.get("arch") != arch_record(self.arch):
-            raise EnasError(
-                f"{Path(self.run.path) / LAST}: it was trained on another architecture; "
-                "resume with the architecture of the run (its arch.txt)"
-            )
+        check_checkpoint(
+            state, self.run.checkpoint_path(LAST), kind=RUN_KIND, version=CHECKPOINT_VERSION,
+            expected={
+                "arch": (arch_record(self.arch), "it was trained on another architecture; resume "
+                         "with the architecture of the run (its arch.txt)"),
+                "network": (self._network(), "it was trained on another data set; resume with the run's own"),
+            },
+            # What this trainer writes is what it needs back; the live optimizer checks its moments.
+            template={**self._checkpoint_state(), "optimizer": self.optimizer},
+            fix=resume_fix(LAST),
+        )
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.loader.load_state_dict(state["loader"])
-        self.progress = Progress(**state["progress"])
+        self.progress = Progress.from_dict(state["progress"])
+        self.interval.load_state_dict(state["meters"]["interval"])
         restore_rng_state(state["rng"])
         if self.dist.rank > 0:  # the checkpoint holds rank 0's generators: move off them
             torch.manual_seed(self.config.seed + self.dist.rank * RANK_SEED_STRIDE + self.progress.step)
@@ -254,8 +301,9 @@ class FinalTrainer:
             self.run.truncate_after(self.progress.step)
 
     def _write_arch(self) -> None:
+        """arch.txt, recorded in run.json: a run whose arch.txt is changed is not resumed."""
         if self.dist.is_main:
-            write_text_atomic(self.run.file(ARCH_FILE), arch_record(self.arch) + "\n")
+            self.run.record_file(ARCH_FILE, arch_record(self.arch) + "\n")
 
     # ------------------------------------------------------------------ the loop
     def _train_step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -279,6 +327,7 @@ class FinalTrainer:
         return lr
 
     def _evaluate(self) -> dict:
+        distributed.broadcast_buffers(self.model)  # every rank scores with the checkpoint's statistics
         return evaluate_network(
             self.eval_model,
             self.test_images,
@@ -295,7 +344,7 @@ class FinalTrainer:
     def _interrupted(self) -> bool:
         return bool(self.interrupt is not None and getattr(self.interrupt, "interrupted", False))
 
-    def _run_epoch(self, meter: RunningMeter) -> bool:
+    def _run_epoch(self) -> bool:
         """Train the rest of the epoch in progress; False when interrupted part-way."""
         config, progress = self.config, self.progress
         set_drop_path = getattr(self.model, "set_drop_path_progress", None)
@@ -307,16 +356,17 @@ class FinalTrainer:
                 set_drop_path(epoch_float / config.epochs)
             x, y = distributed.shard_batch(x, self.dist), distributed.shard_batch(y, self.dist)
             loss, correct = self._train_step(x, y)
-            meter.add(loss, correct, y.shape[0])
+            self.interval.add(loss, correct, y.shape[0])
             progress.step += 1
             if progress.step % config.log_every == 0:
-                self._log_step(meter, lr)
+                self._log_step(lr)
             last_of_epoch = index + 1 == self.steps_per_epoch
             if not last_of_epoch and self._interrupted():
                 return False
         return True
 
-    def _log_step(self, meter: RunningMeter, lr: float) -> None:
+    def _log_step(self, lr: float) -> None:
+        meter = self.interval
         reading = meter.read()
         record = {
             "kind": "step",
@@ -380,10 +430,9 @@ class FinalTrainer:
             "world_size": self.dist.world_size,
             "params": sum(p.numel() for p in self.params),
         })
-        meter = RunningMeter(self.device)
         started = time.perf_counter()
         while self.progress.epoch < config.epochs:
-            if not self._run_epoch(meter):
+            if not self._run_epoch():
                 self._save(LAST)
                 return self._result(interrupted=True, started=started)
             self._end_epoch()
@@ -412,6 +461,22 @@ class FinalTrainer:
         }
 
 
+# The final trainer of each data kind (``enastool.encoding.spaces.DATA_KINDS``); each has the
+# constructor signature and ``train(resume)`` of FinalTrainer.
+FINAL_TRAINERS: dict[str, type] = {IMAGES: FinalTrainer}
+
+
+def build_final_trainer(arch, config, run, *, callback: Callback | None = None, interrupt=None):
+    """The final trainer of ``config.space``'s data kind, built (data, network) and ready to
+    ``train(resume)``; ``run`` may be set afterwards (see FinalTrainer)."""
+    kind = data_kind(config.space)
+    try:
+        cls = FINAL_TRAINERS[kind]
+    except KeyError:
+        raise EnasError(f"train-final: no final trainer for {kind} (space {config.space}) yet") from None
+    return cls(arch, config, run, callback=callback, interrupt=interrupt)
+
+
 def train_final(arch, config, run, *, resume: bool = False, callback: Callback | None = None,
                 interrupt=None) -> dict:
     """Train ``arch`` from scratch with ``config``; returns the final metrics.
@@ -423,5 +488,5 @@ def train_final(arch, config, run, *, resume: bool = False, callback: Callback |
     last.pt is written and the result carries ``"interrupted": True``. ``resume=True`` continues
     from last.pt exactly: same next batch, same learning rate, same random state.
     """
-    trainer = FinalTrainer(arch, config, run, callback=callback, interrupt=interrupt)
+    trainer = build_final_trainer(arch, config, run, callback=callback, interrupt=interrupt)
     return trainer.train(resume)
