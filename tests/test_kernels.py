@@ -125,3 +125,34 @@ def test_prepare_places_the_network_and_tunes_the_host_once():
     assert net[0].weight.is_contiguous(memory_format=CL) and net[1].kernels == "cpu"
     tuned = dev.tune_host(torch.device("cpu"))
     assert dev.tune_host(torch.device("cpu")) is tuned  # once per process, then the same answer
+
+
+@pytest.mark.parametrize("space", ["macro", "micro"])
+def test_networks_train_the_same_with_either_kernels(space, macro_final, micro_final):
+    """A supernet and a final network: the same outputs and gradients with both kernels."""
+    from enastool.encoding import MacroArch, MicroArch
+    from enastool.nn.final import build_final_network
+    from enastool.nn.supernet import MacroSupernet, MicroSupernet
+
+    torch.manual_seed(5)
+    if space == "macro":
+        supernet = MacroSupernet(num_layers=6, channels=4, keep_prob=1.0)
+        child = MacroArch.sample(0, num_layers=6)
+        final = build_final_network(macro_final, channels=4, keep_prob=1.0)
+    else:
+        supernet = MicroSupernet(num_layers=3, channels=4, num_blocks=5, keep_prob=1.0)
+        child = MicroArch.sample(0, num_blocks=5)
+        final = build_final_network(micro_final, layers=3, channels=4, keep_prob=1.0, aux_head=False)
+    x = torch.randn(4, 3, 32, 32, dtype=torch.float64).contiguous(memory_format=CL)
+    for net, run in ((supernet, lambda n: n(x, child)), (final, lambda n: n(x)[0])):
+        net = net.double().to(memory_format=CL).train()
+        results = []
+        for kernels in ("native", "cpu"):
+            set_kernels(net, kernels)
+            torch.manual_seed(6)  # the same dropout masks both times
+            out = run(net)
+            grads = torch.autograd.grad(out.square().sum(), list(net.parameters()), allow_unused=True)
+            results.append([out, *(g for g in grads if g is not None)])
+        assert len(results[0]) == len(results[1]) > 10
+        for a, b in zip(*results):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)

@@ -153,6 +153,8 @@ class PointwiseConv2d(nn.Conv2d):
 class AvgPool2d(nn.Module):
     """k x k average pooling with same padding over real pixels only (``count_include_pad=False``)."""
 
+    count_include_pad = False  # as torch's AvgPool2d names it; the only mode this module has
+
     def __init__(self, kernel: int, stride: int = 1):
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel, stride, kernel // 2
