@@ -75,6 +75,11 @@ def test_placement_picks_the_cpu_kernels_only_for_fp32_channels_last_on_the_cpu(
     assert (nchw.kernels, nchw.memory_format) == ("native", torch.contiguous_format)
     assert dev.op_kernels(torch.device("cpu"), torch.bfloat16, True) == "native"
     assert dev.op_kernels(torch.device("cuda", 0), None, True) == "native"
+    cuda = torch.device("cuda", 0)
+    final_on_cuda = dev.resolve_placement(auto, cuda)
+    assert (final_on_cuda.dtype, final_on_cuda.compile, final_on_cuda.kernels) == (torch.bfloat16, True, "native")
+    search_config = types.SimpleNamespace(device="auto")  # no compile setting: a search's
+    assert dev.resolve_placement(search_config, cuda).compile is False
 
 
 def test_resolve_device_and_bad_settings():

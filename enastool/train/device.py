@@ -193,8 +193,10 @@ class Placement:
 def resolve_placement(config, device: torch.device | None = None, training: bool = True) -> Placement:
     """The placement a config asks for (``device`` overrides ``config.device``, e.g. a rank's GPU).
 
-    ``config`` needs ``device`` (unless given) and may have ``dtype``, ``channels_last`` and
-    ``compile`` (absent = auto). ``training`` False: for scoring (see ``autocast_dtype``).
+    ``config`` needs ``device`` (unless given) and may have ``dtype`` and ``channels_last``
+    (absent = auto) and ``compile``: a config without it (a search's) runs eager, since a
+    supernet's graph changes with every child. ``training`` False: for scoring (see
+    ``autocast_dtype``).
     """
     device = resolve_device(config.device) if device is None else device
     dtype = autocast_dtype(config, device, training=training)
@@ -203,6 +205,6 @@ def resolve_placement(config, device: torch.device | None = None, training: bool
         device=device,
         dtype=dtype,
         channels_last=channels_last,
-        compile=use_compile(config, device),
+        compile=use_compile(config, device) if hasattr(config, "compile") else False,
         kernels=op_kernels(device, dtype, channels_last),
     )
