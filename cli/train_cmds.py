@@ -85,7 +85,7 @@ OVERRIDE_OPTIONS = [
     config_option("--dtype", field="dtype", type=click.Choice(DTYPES)),
     click.option(
         "--channels-last/--no-channels-last", "channels_last", default=None,
-        help="channels-last memory format (not given: the config's, auto = on for CUDA)",
+        help="channels-last memory format (not given: the config's, auto = on)",
     ),
     config_option("--compile", field="compile", type=click.Choice(["auto", "on", "off"])),
 ]

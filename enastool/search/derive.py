@@ -30,7 +30,7 @@ from ..checkpoints import check_checkpoint
 from ..errors import EnasError
 from ..runs import LAST_CHECKPOINT as LAST
 from ..runs import RunDir
-from ..train.device import autocast_dtype, resolve_device, use_channels_last
+from ..train.device import resolve_device, resolve_placement
 from .loop import CHECKPOINT_VERSION, run_expectations
 from .strategies import Strategy, build_strategy
 from .tasks import RUN_KIND, SearchTask, build_task, check_archs
@@ -66,9 +66,9 @@ def _load_state(run: RunDir, task: SearchTask, strategy: Strategy | None = None)
 def _shared_weights(run: RunDir, device_name: str, strategy: Strategy | None = None):
     """(task whose supernet holds the run's shared weights, in eval mode; the checkpoint)."""
     config = run.config
-    device = resolve_device(device_name)
-    task = build_task(config, device, autocast_dtype(config, device, training=False),
-                      use_channels_last(config, device))
+    placement = resolve_placement(config, resolve_device(device_name), training=False)
+    task = build_task(config, placement.device, placement.dtype, placement.channels_last)
+    placement.prepare(task.supernet)
     state = _load_state(run, task, strategy)
     task.supernet.load_state_dict(state["supernet"])
     task.supernet.eval()

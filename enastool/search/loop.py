@@ -61,7 +61,7 @@ from ..errors import EnasError
 from ..runs import LAST_CHECKPOINT as LAST
 from ..runs import capture_rng_state, restore_rng_state, seed_generators, write_text_atomic
 from ..train import distributed
-from ..train.device import autocast, autocast_dtype, needs_grad_scaler, resolve_device, use_channels_last
+from ..train.device import autocast, needs_grad_scaler, resolve_placement
 from ..train.schedule import CosineWarmRestarts, set_lr
 from ..train.trainer import RunningMeter, sgd_optimizer
 from .strategies import Strategy, build_strategy
@@ -133,9 +133,10 @@ class SearchLoop:
         self.run = run
         self.callback = callback
         self.interrupt = interrupt
-        self.device = resolve_device(config.device)
-        self.dtype = autocast_dtype(config, self.device)
-        self.channels_last = use_channels_last(config, self.device)
+        self.placement = resolve_placement(config)
+        self.device = self.placement.device
+        self.dtype = self.placement.dtype
+        self.channels_last = self.placement.channels_last
         self._build()
 
     # ------------------------------------------------------------------ setup
@@ -143,6 +144,7 @@ class SearchLoop:
         config = self.config
         seed_generators(config.seed)
         self.task: SearchTask = build_task(config, self.device, self.dtype, self.channels_last)
+        self.placement.prepare(self.task.supernet)  # op kernels (and memory format) by the device
         self.supernet = self.task.supernet
         self.strategy: Strategy = build_strategy(config, self.device)
         self.steps_per_epoch = self.task.steps_per_epoch
@@ -400,8 +402,7 @@ class SearchLoop:
             "controller_updates": self.strategy.updates_per_epoch,
             "start_epoch": self.progress.epoch,
             "start_step": self.progress.step,
-            "device": str(self.device),
-            "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
+            **self.placement.describe(),
             "params": sum(p.numel() for p in self.params),
         })
         started = time.perf_counter()

@@ -46,7 +46,7 @@ from ..runs import BEST_CHECKPOINT as BEST
 from ..runs import LAST_CHECKPOINT as LAST
 from ..runs import capture_rng_state, restore_rng_state, seed_generators
 from . import distributed
-from .device import autocast, autocast_dtype, needs_grad_scaler, use_channels_last, use_compile
+from .device import autocast, needs_grad_scaler, resolve_placement
 from .evaluate import (
     ARCH_FILE, CHECKPOINT_VERSION, EVAL_BATCH_MULTIPLIER, RUN_KIND, arch_record, build_network,
     evaluate_network, network_output, parse_arch_record,
@@ -166,9 +166,10 @@ class FinalTrainer:
         self.callback = callback
         self.interrupt = interrupt
         self.dist, self.device = distributed.init_distributed(config.device)
-        self.dtype = autocast_dtype(config, self.device)
-        self.channels_last = use_channels_last(config, self.device)
-        self.compiled = use_compile(config, self.device)
+        self.placement = resolve_placement(config, self.device)
+        self.dtype = self.placement.dtype
+        self.channels_last = self.placement.channels_last
+        self.compiled = self.placement.compile
         # Everything that can fail on the user's input (data, network, batch size) is built
         # here, so a caller can build first and create the run directory only afterwards.
         self._build()
@@ -185,8 +186,7 @@ class FinalTrainer:
         # weights of ranks > 0 with rank 0's, so the model still starts equal everywhere.
         seed_generators(config.seed + self.dist.rank)
         model = build_network(self.arch, config, self.info.channels, self.info.num_classes)
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=memory_format)
+        self.model = self.placement.prepare(model)
         self.loader = self._train_loader(splits.train)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
@@ -428,10 +428,7 @@ class FinalTrainer:
             "total_steps": config.epochs * self.steps_per_epoch,
             "start_epoch": self.progress.epoch,
             "start_step": self.progress.step,
-            "device": str(self.device),
-            "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
-            "channels_last": self.channels_last,
-            "compile": self.compiled,
+            **self.placement.describe(),
             "world_size": self.dist.world_size,
             "params": sum(p.numel() for p in self.params),
         })
