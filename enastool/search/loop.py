@@ -144,6 +144,7 @@ class SearchLoop:
         self.task: SearchTask = build_task(config, self.device, self.dtype, self.channels_last)
         self.supernet = self.task.supernet
         self.strategy: Strategy = build_strategy(config, self.device)
+        self.strategy.prepare(self.task)
         self.steps_per_epoch = self.task.steps_per_epoch
         self.optimizer = sgd_optimizer(self.task.parameter_groups(), config)
         self.schedule = CosineWarmRestarts.from_config(config)
@@ -315,7 +316,8 @@ class SearchLoop:
                 progress.controller_step += 1
                 progress.epoch_updates += 1
                 self._add_figures(figures)
-                self.latest = {name: figures[name] for name in LATEST_FIGURES if name in figures}
+                # Units without a figure (nao's EPD epochs) keep the latest one.
+                self.latest = {**self.latest, **{name: figures[name] for name in LATEST_FIGURES if name in figures}}
                 self.last_arch = figures.get("arch", self.last_arch)
                 self._record({
                     "kind": "controller",
@@ -345,9 +347,11 @@ class SearchLoop:
 
     def _add_figures(self, figures: dict) -> None:
         sums = self.figure_sums
+        counts = sums.setdefault("counts", {})  # per figure: not every update has every figure
         for name in MEAN_FIGURES:
             if name in figures:
                 sums[name] = sums.get(name, 0.0) + figures[name]
+                counts[name] = counts.get(name, 0) + 1
         sums["updates"] = sums.get("updates", 0) + 1
         if "baseline" in figures:
             sums["baseline"] = figures["baseline"]
@@ -367,7 +371,7 @@ class SearchLoop:
         }
         sums = self.figure_sums
         if sums.get("updates"):
-            record.update({name: sums[name] / sums["updates"] for name in MEAN_FIGURES if name in sums})
+            record.update({name: sums[name] / sums["counts"][name] for name in MEAN_FIGURES if name in sums})
             if "baseline" in sums:
                 record["baseline"] = sums["baseline"]
             record["controller_step"] = progress.controller_step
@@ -389,6 +393,7 @@ class SearchLoop:
         config = self.config
         if resume:
             self._restore()
+        self.strategy.attach(self.run)
         self._emit({
             "kind": "start",
             "space": config.space,

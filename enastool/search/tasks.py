@@ -131,6 +131,14 @@ class SearchTask:
         """What ``score_data`` holds, in words (for progress displays)."""
         raise NotImplementedError
 
+    def score_batch(self, examples: int, seed: int) -> list:
+        """ONE fixed validation batch of ``examples`` examples (the task's unit: images; a
+        text task chooses what an example is), drawn without replacement by a generator
+        seeded with ``seed``, in the form ``scores`` reads: every architecture scored on it is
+        scored on the same data, and batch statistics span all of it (nao scores its pool so).
+        EnasError when the validation split cannot give that many."""
+        raise NotImplementedError(f"{type(self).__name__} gives no fixed scoring batch")
+
     def scores(self, archs, data: list, callback: Callback | None = None) -> list[dict]:
         """One dict per architecture: ``score`` (higher is better) and the figures behind it."""
         raise NotImplementedError
@@ -248,6 +256,20 @@ class ImageTask(SearchTask):
 
     def describe_score_data(self, data):
         return f"{sum(y.shape[0] for _, y in data)} validation images"
+
+    def score_batch(self, examples, seed):
+        images, labels = self.valid_split
+        available = labels.shape[0]
+        if not 2 <= examples <= available:  # batch statistics need two images at least
+            raise EnasError(
+                f"a scoring batch of {examples} images does not fit the {available} validation "
+                f"images of {self.config.dataset} (2..{available})"
+            )
+        chosen = torch.randperm(available, generator=torch.Generator().manual_seed(seed))[:examples]
+        chosen = chosen.sort().values  # the split's order: the same batch whatever the draw order
+        loader = DeviceLoader(images[chosen], labels[chosen], batch_size=examples, train=False,
+                              shuffle=False, drop_last=False, **self._common)
+        return list(loader)
 
     @torch.no_grad()
     def scores(self, archs, data, callback=None):
