@@ -270,3 +270,14 @@ def test_nao_derive_pipes_into_train_final(nao_run, tmp_path):
                              input=derived.stdout, capture_output=True, text=True, env=ENV)
     assert trained.returncode == 0, trained.stderr
     assert RunDir.open(out).config.arch == derived.stdout.split(maxsplit=1)[1].strip()
+
+
+def test_a_nao_scoring_batch_larger_than_the_validation_split_leaves_no_run_directory(tmp_path):
+    config_file = tmp_path / "nao.toml"
+    config_file.write_text("nao_score_examples = 500\n")
+    out = tmp_path / "run"
+    line = one_error_line(invoke("search", "--space", "micro", "--preset", "smoke", "--config", config_file,
+                                 "--out", out, *NAO_TINY))
+    assert ("nao_score_examples = 500: a scoring batch of 500 images does not fit the 181 validation "
+            "images of digits (2..181); lower it") in line
+    assert not out.exists()

@@ -7,11 +7,14 @@ for macro and micro); what decides the children and learns from rewards is its *
 
 1. one SGD step of the shared weights per training batch, each on a freshly chosen child
    (enas: sampled from the controller without grad; random: uniform; oneshot: every path with
-   path dropout);
+   path dropout; nao: uniform from its pool);
 2. the strategy updates due after those steps (enas: ``controller_updates`` controller
-   updates, see ``strategies``), each child rewarded on the next validation batch (shared
-   weights, eval mode, no grad); strategies without updates have ``PROBE_ARCHS`` uniform
-   architectures scored the same way, only to report a validation figure;
+   updates, see ``strategies``, each child rewarded on the next validation batch with the
+   shared weights, eval mode, no grad; nao at its evaluation points: scoring its pool, EPD
+   training, generation, see ``nao``), one metrics record each; an epoch without updates has
+   ``PROBE_ARCHS`` uniform architectures scored the same way, only to report a validation
+   figure; an epoch with updates reports the mean of each update figure over the updates that
+   have it;
 3. an epoch record in metrics.jsonl and, every ``checkpoint_every`` epochs, last.pt.
 
 The image task splits the data as the authors' search does: training batches from the
@@ -35,7 +38,7 @@ re-cuts them); the test split is never read. Choices where the reference is sile
   The controller phase reads the rewards once per update.
 
 Resume is exact: the checkpoint holds the supernet, the strategy (controller, its optimiser,
-baseline, generators), both optimisers' states, the task's state (the loaders' positions and
+baseline, generators; nao's pool, scores and EPD), both optimisers' states, the task's state (the loaders' positions and
 generators), the global RNG states (all seeded from the run seed, Python's and NumPy's
 included), the running sums of the current log interval and epoch, and the counters. A run
 interrupted at any step (shared or controller) and resumed ends with the same weights, bit for
@@ -371,7 +374,9 @@ class SearchLoop:
         }
         sums = self.figure_sums
         if sums.get("updates"):
-            record.update({name: sums[name] / sums["counts"][name] for name in MEAN_FIGURES if name in sums})
+            counts = sums.get("counts", {})  # absent from checkpoints of older versions: all updates
+            record.update({name: sums[name] / counts.get(name, sums["updates"]) for name in MEAN_FIGURES
+                           if name in sums})
             if "baseline" in sums:
                 record["baseline"] = sums["baseline"]
             record["controller_step"] = progress.controller_step

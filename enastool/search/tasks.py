@@ -8,8 +8,9 @@ what the networks learn lives in a task, one class per kind of data:
   batches that rewards and scores read;
 - the supernet of the config's space, built at the config's size;
 - the loss of one training step of a child, and the running figures it adds to;
-- the reward of an architecture (next validation batch, shared weights, no grad) and the
-  scores derive ranks candidates by;
+- the reward of an architecture (next validation batch, shared weights, no grad), the
+  scores derive ranks candidates by, and one fixed scoring batch of a given size (nao scores
+  its pool on it);
 - the optimiser's parameter groups (who is decayed, and how).
 
 ``TASKS`` maps each data kind (``enastool.encoding.spaces.DATA_KINDS``: images for macro and
