@@ -511,7 +511,8 @@ def _nao_problems(config) -> list[tuple[str, str]]:
     try:
         build_token_scheme(config)
     except EnasError as e:
-        found.append(("strategy", f"cannot encode these architectures: {e}; choose a size it accepts, or another strategy"))
+        found.append(("strategy", f"cannot encode these architectures: {e}; choose a size it accepts, "
+                                  "or another strategy"))
     pool = config.nao_pool
     if config.nao_new >= pool:
         found.append(("nao_new", f"must be less than nao_pool = {pool} (the best of the pool stay)"))

@@ -200,7 +200,8 @@ def test_the_progress_reporter_prints_controller_events_as_unwrapped_plain_lines
      "command line: data_dir = 'somewhere' does not apply to the digits data set"),
     (["--dtype", "float16", "--device", "cpu"], "--dtype float16 needs a CUDA device"),
     (["--strategy", "nao", "--space", "micro", "--num-blocks", "6"],
-     "command line: strategy = 'nao' cannot encode these architectures: NAO micro tokens: num_blocks must be 1..5"),
+     "command line: strategy = 'nao' cannot encode these architectures: NAO micro tokens: "
+     "num_blocks must be 1..5"),
     (["--strategy", "nao", "--nao-pool", "1"], "command line: nao_pool = 1 must be in [2, 1,000,000]"),
 ])
 def test_bad_settings_are_one_line_and_leave_no_run_directory(tmp_path, args, fragment):

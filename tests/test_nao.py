@@ -217,7 +217,8 @@ def test_derive_before_the_first_evaluation_point_and_an_untrained_predictor_are
     config = tiny_config(nao_eval_every=2)
     run = RunDir.create(tmp_path / "run", config)
     assert search(config, run, interrupt=Countdown(2))["interrupted"]
-    with pytest.raises(EnasError, match=r"run: no pool has been scored yet: nao scores its pool first after epoch 2"):
+    with pytest.raises(EnasError, match=r"run: no pool has been scored yet: nao scores its pool first "
+                                        r"after epoch 2"):
         derive(run.path)
     with pytest.raises(EnasError, match="the predictor is untrained"):
         predicted_scores(run.path, [arch_of("micro 0 0 1 1 0 2 1 3 0 0 1 1 0 2 1 3")])
@@ -239,7 +240,8 @@ def test_the_random_start_is_distinct_and_children_come_from_the_pool():
     assert len({a.canonical() for a in pool}) == 50
     assert all(strategy.child() in pool for _ in range(100))
     assert strategy.evaluation_epochs() == [1, 2]
-    assert NaoStrategy(tiny_config(epochs=7, nao_eval_every=3), torch.device("cpu")).evaluation_epochs() == [3, 6, 7]
+    other = NaoStrategy(tiny_config(epochs=7, nao_eval_every=3), torch.device("cpu"))
+    assert other.evaluation_epochs() == [3, 6, 7]
 
 
 def test_a_pool_larger_than_the_space_allows_is_refused():

@@ -58,9 +58,10 @@ class TokenScheme:
     """What the EPD needs from a space: fixed-length token sequences with per-position ranges.
 
     Subclasses are frozen dataclasses (one instance per architecture size) that set ``space``,
-    ``vocab_size`` (a property where it depends on the size) and implement ``length``, ``encode``, ``decode`` and ``allowed``; a space with
-    a symmetry also sets ``symmetric`` and implements ``augment``. ``canonical`` uses the
-    architecture's own ``canonical()``; a space whose class has none overrides it.
+    ``vocab_size`` (a property where it depends on the size) and implement ``length``,
+    ``encode``, ``decode`` and ``allowed``; a space with a symmetry also sets ``symmetric`` and
+    implements ``augment``. ``canonical`` uses the architecture's own ``canonical()``; a space
+    whose class has none overrides it.
     """
 
     space: ClassVar[str]

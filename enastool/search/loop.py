@@ -38,9 +38,10 @@ re-cuts them); the test split is never read. Choices where the reference is sile
   The controller phase reads the rewards once per update.
 
 Resume is exact: the checkpoint holds the supernet, the strategy (controller, its optimiser,
-baseline, generators; nao's pool, scores and EPD), both optimisers' states, the task's state (the loaders' positions and
-generators), the global RNG states (all seeded from the run seed, Python's and NumPy's
-included), the running sums of the current log interval and epoch, and the counters. A run
+baseline, generators; nao's pool, scores and EPD), both optimisers' states, the task's state
+(the loaders' positions and generators), the global RNG states (all seeded from the run seed,
+Python's and NumPy's included), the running sums of the current log interval and epoch, and
+the counters. A run
 interrupted at any step (shared or controller) and resumed ends with the same weights, bit for
 bit on the CPU, as one that never stopped, and writes the same checkpoint bytes. Before
 anything is restored the checkpoint is checked against the run (``enastool.checkpoints``):
@@ -320,7 +321,8 @@ class SearchLoop:
                 progress.epoch_updates += 1
                 self._add_figures(figures)
                 # Units without a figure (nao's EPD epochs) keep the latest one.
-                self.latest = {**self.latest, **{name: figures[name] for name in LATEST_FIGURES if name in figures}}
+                self.latest = {**self.latest,
+                               **{name: figures[name] for name in LATEST_FIGURES if name in figures}}
                 self.last_arch = figures.get("arch", self.last_arch)
                 self._record({
                     "kind": "controller",
