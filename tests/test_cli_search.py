@@ -261,15 +261,13 @@ def test_predictor_of_a_run_without_one_is_one_line(run_dir):
     assert "strategy enas has no predictor; only nao runs train one" in line
 
 
-@pytest.mark.slow
 def test_nao_derive_pipes_into_train_final(nao_run, tmp_path):
-    derived = subprocess.run([*ENASTOOL, "derive", str(nao_run), "--quiet"],
-                             capture_output=True, text=True, env=ENV, check=True)
+    derived = invoke("derive", nao_run, "--quiet")
+    assert derived.exit_code == 0, derived.output
     out = tmp_path / "final"
-    trained = subprocess.run([*ENASTOOL, "train-final", "-", "--preset", "smoke", "--device", "cpu",
-                              "--epochs", "1", "--channels", "4", "--out", str(out), "--quiet"],
-                             input=derived.stdout, capture_output=True, text=True, env=ENV)
-    assert trained.returncode == 0, trained.stderr
+    trained = CliRunner().invoke(app, ["train-final", "-", "--preset", "smoke", "--device", "cpu", "--epochs", "1",
+                                       "--channels", "4", "--out", str(out), "--quiet"], input=derived.stdout)
+    assert trained.exit_code == 0, trained.output
     assert RunDir.open(out).config.arch == derived.stdout.split(maxsplit=1)[1].strip()
 
 
