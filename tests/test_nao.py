@@ -239,9 +239,10 @@ def test_the_random_start_is_distinct_and_children_come_from_the_pool():
     pool = strategy.pool_archs
     assert len({a.canonical() for a in pool}) == 50
     assert all(strategy.child() in pool for _ in range(100))
-    assert strategy.evaluation_epochs() == [1, 2]
+    assert [strategy.evaluation_point(e) for e in (1, 2)] == [1, 2]
     other = NaoStrategy(tiny_config(epochs=7, nao_eval_every=3), torch.device("cpu"))
-    assert other.evaluation_epochs() == [3, 6, 7]
+    assert [other.evaluation_point(e) for e in range(1, 8)] == [0, 0, 1, 0, 0, 2, 3]
+    assert [other.evaluation_epoch(p) for p in (1, 2, 3)] == [3, 6, 7]
 
 
 def test_a_pool_larger_than_the_space_allows_is_refused():

@@ -139,11 +139,17 @@ class NaoStrategy(Strategy):
         self.pool, self.generation = pool, generation
         self.pool_archs = self._archs(pool)  # decoded once: a child is drawn every step
 
-    def evaluation_epochs(self) -> list[int]:
-        """Epochs done at each evaluation point: every ``nao_eval_every``, and the last."""
-        every, epochs = self.config.nao_eval_every, self.config.epochs
-        points = list(range(every, epochs + 1, every))
-        return points if points and points[-1] == epochs else points + [epochs]
+    def evaluation_point(self, epochs_done: int) -> int:
+        """The evaluation point (1, 2, ...) that follows ``epochs_done`` epochs; 0 when none
+        does. Points follow every ``nao_eval_every`` epochs, and the last epoch."""
+        every = self.config.nao_eval_every
+        if epochs_done % every == 0:
+            return epochs_done // every
+        return epochs_done // every + 1 if epochs_done == self.config.epochs else 0
+
+    def evaluation_epoch(self, point: int) -> int:
+        """Epochs done at evaluation point ``point`` (1-based)."""
+        return min(point * self.config.nao_eval_every, self.config.epochs)
 
     # ------------------------------------------------------------------ the loop's interface
     def prepare(self, task) -> None:
@@ -171,8 +177,7 @@ class NaoStrategy(Strategy):
     def update_due(self, epoch: int, done: int) -> bool:
         if self.stage != IDLE:
             return True
-        evaluations = self.evaluation_epochs()
-        return epoch + 1 in evaluations and self.evaluations < evaluations.index(epoch + 1) + 1
+        return self.evaluation_point(epoch + 1) > self.evaluations
 
     def update(self, task) -> dict:
         if self.stage in (IDLE, SCORE):
@@ -192,19 +197,21 @@ class NaoStrategy(Strategy):
         first = self.pending_count
         archs = self.pool_archs[first : first + SCORE_CHUNK]
         results = task.scores(archs, self._score_data)
-        self.pending[first : first + len(archs)] = torch.tensor([r["score"] for r in results], dtype=torch.float64)
+        scores = torch.tensor([r["score"] for r in results], dtype=torch.float64)
+        self.pending[first : first + len(archs)] = scores
         self.pending_count += len(archs)
         if self.pending_count < self.size:
             return {"update": f"score {self.pending_count}/{self.size}", "scored": self.pending_count}
         return self._end_evaluation(task)
 
     def _end_evaluation(self, task) -> dict:
-        order = sorted(range(self.size), key=lambda i: -self.pending[i].item())  # stable: ties keep pool order
+        pending = self.pending.tolist()
+        order = sorted(range(self.size), key=lambda i: -pending[i])  # stable: ties keep pool order
         index = torch.tensor(order)
         self.scored, self.scores = self.pool[index], self.pending[index].clone()
         self.scored_generation = self.generation[index]
         self.evaluations += 1
-        epoch = self.evaluation_epochs()[self.evaluations - 1]
+        epoch = self.evaluation_epoch(self.evaluations)
         self._write_pool(epoch)
         scores = self.scores.tolist()
         record = {
@@ -216,7 +223,9 @@ class NaoStrategy(Strategy):
             **task.reward_figures(scores),
             "arch": format_record(self.scheme.decode(self.scored[0].tolist())),
         }
-        latest = [s for s, g in zip(scores, self.scored_generation.tolist()) if g == self.evaluations - 1 > 0]
+        previous = self.evaluations - 1  # the round that generated the newest members
+        generations = self.scored_generation.tolist()
+        latest = [s for s, g in zip(scores, generations) if g == previous] if previous != RANDOM_START else []
         if latest:  # how the architectures generated after the previous evaluation point fare
             record["new_mean"] = sum(latest) / len(latest)
             record["new_count"] = len(latest)
@@ -301,7 +310,7 @@ class NaoStrategy(Strategy):
         if self.evaluations == 0:
             raise EnasError(
                 f"no pool has been scored yet: nao scores its pool first after epoch "
-                f"{self.evaluation_epochs()[0]}; wait for that epoch to end, or resume the run"
+                f"{self.evaluation_epoch(1)}; wait for that epoch to end, or resume the run"
             )
         return list(zip(self._archs(self.scored), self.scores.tolist()))
 
@@ -309,7 +318,7 @@ class NaoStrategy(Strategy):
         if self.rounds == 0:
             raise EnasError(
                 "the predictor is untrained: nao trains it after each evaluation point but the last "
-                f"(the first after epoch {self.evaluation_epochs()[0]}), and none has been trained yet"
+                f"(the first after epoch {self.evaluation_epoch(1)}), and none has been trained yet"
             )
         was_training = self.model.training
         self.model.eval()
