@@ -12,8 +12,9 @@ Events: ``start`` (``total_steps``, ``start_step``, ``epochs``, ...), ``step`` a
 (any numeric fields: loss, acc, ppl, reward, valid_acc, valid_ppl, images_per_s,
 tokens_per_s, ...), ``done``. Unknown kinds are shown as plain lines.
 
-Search additions: ``controller`` events (one per controller update: reward, valid_acc,
-entropy, baseline, ``controller_step``) refresh the figures beside the bar (a plain line
+Search additions: ``controller`` events (one per strategy update: enas's reward, valid_acc,
+entropy, baseline, ``controller_step``; nao's pool scores, EPD losses and generation counts,
+with an ``update`` naming the unit) refresh the figures beside the bar (a plain line
 each when not on a terminal); on a terminal a second bar counts epochs when the run has more
 than one (``epoch`` events carry the number of epochs done); a ``start`` event with a
 ``description`` prints that instead of the epochs/steps line.
@@ -53,6 +54,12 @@ SHOWN = (
     ("baseline", "baseline", "{:.3f}"),
     ("skip_rate", "skips", "{:.2f}"),
     ("drop_rate", "drop", "{:.2f}"),
+    ("pool_mean", "pool", "{:.3f}"),
+    ("new_mean", "new", "{:.3f}"),
+    ("epd_loss", "epd loss", "{:.4f}"),
+    ("pairwise_accuracy", "pairwise", "{:.3f}"),
+    ("hamming", "hamming", "{:.2f}"),
+    ("found", "found", "{:.0f}"),
 )
 
 
@@ -162,14 +169,17 @@ class ProgressReporter:
         if self._progress is not None and self._task is not None:
             updates = event.get("controller_updates")
             done = event.get("controller_step")
-            if isinstance(done, int) and isinstance(updates, int) and updates > 0:
+            if isinstance(event.get("update"), str):  # the strategy names its unit
+                where = event["update"]
+            elif isinstance(done, int) and isinstance(updates, int) and updates > 0:
                 where = f"controller {(done - 1) % updates + 1}/{updates}"  # within this epoch
             else:
                 where = "controller"
             self._figures = f"{where}  {figures}"
             self._progress.update(self._task, figures=self._figures)
         else:
-            self._line(f"{self.title}: controller {event.get('controller_step', '')}  {figures}")
+            unit = f"  {event['update']}" if isinstance(event.get("update"), str) else ""
+            self._line(f"{self.title}: controller {event.get('controller_step', '')}{unit}  {figures}")
 
     def _line(self, text: str) -> None:
         self.console.print(text, markup=False, highlight=False, soft_wrap=True)  # log lines never wrap

@@ -4,9 +4,9 @@ search: resolve the configuration (defaults < --preset < --config TOML < options
 run directory, run the search with a progress display on stderr; Ctrl-C / SIGTERM save a
 checkpoint and exit 130 / 143, and ``--resume RUN`` continues it.
 
-derive: sample and score architectures from a search run; the best go to stdout as records
-(or JSON with their scores), the ranking to stderr, so ``enastool derive RUN | enastool
-render - -o best.png`` works.
+derive: sample and score architectures from a search run (a nao run: rank the pool it scored
+last); the best go to stdout as records (or JSON with their scores), the ranking to stderr, so
+``enastool derive RUN | enastool render - -o best.png`` works.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ SEARCH_OPTIONS: tuple[tuple[str, object], ...] = (
     ("grad_clip", float),
     ("controller_samples", int),
     ("controller_updates", int),
+    ("nao_pool", int),
+    ("nao_eval_every", int),
+    ("nao_epd_epochs", int),
     ("log_every", int),
     ("checkpoint_every", int),
 )
@@ -81,10 +84,12 @@ def config_options(command):
               help="Continue the search in this run directory with its own configuration.")
 @click.option("--quiet", is_flag=True, help="No progress display.")
 def search(out, preset, config_file, resume, quiet, **settings) -> None:
-    """Search architectures with shared weights (enas, random or oneshot; rnn: enas or random).
+    """Search architectures with shared weights (enas, random, oneshot or nao; rnn: enas,
+    random or nao).
 
     \b
     enastool search --space micro --preset smoke --out runs/demo
+    enastool search --space micro --strategy nao --preset smoke --out runs/nao
     enastool search --space rnn --preset smoke --out runs/r   # the embedded pydoc corpus
     enastool search --resume runs/demo          # after Ctrl-C (exit 130) or SIGTERM (143)
     """
@@ -141,77 +146,100 @@ def search(out, preset, config_file, resume, quiet, **settings) -> None:
 @click.command()
 @click.argument("run", metavar="RUN")
 @click.option("--samples", type=click.IntRange(1, MAX_COUNT), default=None,
-              help="Architectures to sample and score (default: the run's derive_samples).")
+              help="Architectures to sample and score (default: the run's derive_samples; "
+                   "not for nao runs, which rank their pool).")
 @click.option("--top", type=click.IntRange(1, MAX_COUNT), default=1, show_default=True,
               help="How many of the best to print.")
 @click.option("--batches", type=click.IntRange(1, MAX_COUNT), default=None,
               help="Validation minibatches scoring each architecture (default: the run's "
-                   "derive_batches; not set: the whole split).")
+                   "derive_batches; not set: the whole split; not for nao runs).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text: one record per line; json: a list of objects with a score.")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
-              help="Seed of the sampling (default: the run's seed).")
+              help="Seed of the sampling (default: the run's seed; not for nao runs).")
+@click.option("--predictor", is_flag=True,
+              help="Also give the score the run's learnt predictor expects (nao runs: the EPD's).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--quiet", is_flag=True, help="No progress display and no ranking table.")
-def derive(run, samples, top, batches, fmt, seed, device, quiet) -> None:
+def derive(run, samples, top, batches, fmt, seed, predictor, device, quiet) -> None:
     """Sample architectures from search RUN, score them with its shared weights, print the best.
 
     The score is higher for better architectures: validation accuracy for the image spaces,
     80 / validation perplexity for rnn (the controller's reward; the table and JSON also
-    give the perplexity, valid_ppl).
+    give the perplexity, valid_ppl). A nao run is ranked as it ends: its pool, by the
+    shared-weight scores of its last evaluation point (nothing is sampled or scored again).
 
     \b
     enastool derive runs/demo | enastool render - -o best.png
     enastool derive runs/demo --samples 200 --top 5 --format json
+    enastool derive runs/nao --top 3 --predictor
     """
     from enastool.encoding.textio import format_record
     from enastool.search.derive import derive as run_derive
-    from enastool.search.derive import open_search_run
+    from enastool.search.derive import check_predictor, open_search_run, predicted_scores
     from enastool.search.tasks import score_figures
 
-    config = open_search_run(run).config
-    if batches is None:
-        batches = config.derive_batches
-
+    opened = open_search_run(run)
+    config = opened.config
+    if predictor:
+        check_predictor(opened)  # before any scoring
     reporter = ProgressReporter(f"derive {run}", quiet=quiet)
     with reporter:
         # Per-architecture events make a bar on a terminal; in a log they would be noise.
         ranked = run_derive(run, samples=samples, batches=batches, seed=seed, device=device,
                             callback=reporter if reporter.live else None)
+    shown = ranked[: max(top, TABLE_ROWS)]
+    predicted = predicted_scores(run, [arch for arch, _ in shown]) if predictor else None
     best = ranked[:top]
     if fmt == "json":
-        rows = [json.dumps({**arch.to_dict(), "score": score, **score_figures(config.space, score)})
-                for arch, score in best]
+        rows = []
+        for number, (arch, score) in enumerate(best):
+            row = {**arch.to_dict(), "score": score, **score_figures(config.space, score)}
+            if predicted is not None:
+                row["predicted"] = predicted[number]
+            rows.append(json.dumps(row))
         click.echo("[\n" + ",\n".join(rows) + "\n]" if rows else "[]")
     else:
         for arch, _ in best:
             click.echo(format_record(arch))
     if not quiet:
-        _ranking_table(run, config.space, ranked, top, batches)
+        _ranking_table(run, config, shown, len(ranked), top,
+                       config.derive_batches if batches is None else batches, predicted)
 
 
 # How derive's table shows a score figure (``enastool.search.tasks.score_figures``).
 FIGURE_COLUMNS = {"valid_ppl": ("valid ppl", "{:.2f}")}
 
 
-def _ranking_table(run: str, space: str, ranked: list, top: int, batches: int | None) -> None:
+def _ranking_table(run: str, config, shown: list, count: int, top: int, batches: int | None,
+                   predicted: list[float] | None) -> None:
     from rich.table import Table
 
     from enastool.encoding.textio import format_record
+    from enastool.search.strategies import STRATEGIES
     from enastool.search.tasks import score_figures
 
-    scored_on = f"{batches} validation batches" if batches else "the whole validation split"
-    table = Table(title=f"{run}: {len(ranked)} distinct architectures, scored on {scored_on}",
-                  title_justify="left")
+    own = STRATEGIES[config.strategy].ranking_note
+    if own is not None:
+        title = f"{run}: {count} architectures, {own}"
+    else:
+        scored_on = f"{batches} validation batches" if batches else "the whole validation split"
+        title = f"{run}: {count} distinct architectures, scored on {scored_on}"
+    table = Table(title=title, title_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
-    figure_names = list(score_figures(space, ranked[0][1])) if ranked else []
+    figure_names = list(score_figures(config.space, shown[0][1])) if shown else []
     for name in figure_names:
         table.add_column(FIGURE_COLUMNS.get(name, (name,))[0], justify="right")
+    if predicted is not None:
+        table.add_column("predicted", justify="right")
     table.add_column("architecture", overflow="fold")
-    for rank, (arch, score) in enumerate(ranked[: max(top, TABLE_ROWS)], start=1):
+    for rank, (arch, score) in enumerate(shown, start=1):
         marker = "*" if rank <= top else ""
-        figures = score_figures(space, score)
-        cells = [FIGURE_COLUMNS.get(name, (name, "{}"))[1].format(figures[name]) for name in figure_names]
-        table.add_row(f"{rank}{marker}", f"{score:.4f}", *cells, format_record(arch))
+        figures = score_figures(config.space, score)
+        cells = [f"{rank}{marker}", f"{score:.4f}"]
+        cells += [FIGURE_COLUMNS.get(name, (name, "{}"))[1].format(figures[name]) for name in figure_names]
+        if predicted is not None:
+            cells.append(f"{predicted[rank - 1]:.4f}")
+        table.add_row(*cells, format_record(arch))
     err_console.print(table)

@@ -52,13 +52,15 @@ from .encoding.macro import MAX_LAYERS
 from .encoding.micro import MAX_BLOCKS
 from .encoding.recurrent import MAX_NODES
 from .encoding.spaces import DATA_KINDS, IMAGES, TEXT, data_kind
+from .encoding.tokens import build_token_scheme
 from .errors import EnasError
 
-STRATEGIES = ("enas", "random", "oneshot")
+STRATEGIES = ("enas", "random", "oneshot", "nao")
+NAO = "nao"  # the strategy whose settings are checked together (``_nao_problems``)
 # The strategies of a space where not all apply. One-shot needs a supernet that runs every
 # candidate at once; the recurrent supernet runs one cell (the sum over every activation and
 # input of every node is not a cell of the reference, and would cost 36x a cell at N = 8).
-SPACE_STRATEGIES: dict[str, tuple[str, ...]] = {"rnn": ("enas", "random")}
+SPACE_STRATEGIES: dict[str, tuple[str, ...]] = {"rnn": ("enas", "random", NAO)}
 # Data sets by data kind: (embedded, offline default; the one a data directory holds). The
 # names are the registries' (enastool.data), written here because this module never imports
 # torch; a test checks that they agree.
@@ -198,6 +200,8 @@ class _Config:
             with_dir = next((kind[1] for kind in DATASETS_OF_KIND.values() if self.dataset in kind), "")
             found.append(("data_dir", f"does not apply to the {self.dataset} data set, which needs no "
                                       f"files; drop it, or use the {with_dir} data set"))
+        if strategy == NAO:
+            found += _nao_problems(self)
         ghost, batch = getattr(self, "ghost_batch_size", 0), self.batch_size
         if ghost and batch % ghost:  # equal ghosts: every statistic over the same number of images
             found.append(
@@ -228,8 +232,8 @@ class SearchConfig(_Config):
     # what and where
     space: str = setting("macro", "search space: macro, micro or rnn")
     strategy: str = setting(
-        "enas", "enas (controller, REINFORCE), random (uniform, weight sharing) or oneshot "
-        "(macro and micro)"
+        "enas", "enas (controller, REINFORCE), random (uniform, weight sharing), oneshot (macro "
+        "and micro) or nao (NAO-WS: a pool improved by an encoder-predictor-decoder)"
     )
     dataset: str = setting("cifar10", "data set: cifar10 or digits (images), ptb or pydoc (rnn)")
     data_dir: str | None = setting(None, "folder holding the data set; not set = default place")
@@ -309,6 +313,20 @@ class SearchConfig(_Config):
         "probability r^(1/k), all k with probability r"
     )
     oneshot_drop_ramp: float = setting(1.0, "fraction of the epochs over which r ramps up from 0")
+
+    # NAO-WS (strategy nao)
+    nao_pool: int = setting(600, "architectures in the pool; the shared weights train on them")
+    nao_eval_every: int = setting(
+        50, "epochs between evaluation points (and one after the last epoch): the pool is "
+        "scored, and the encoder-predictor-decoder trained and run on it"
+    )
+    nao_score_examples: int = setting(
+        500, "validation examples (images) of the one fixed batch every pool member is scored on"
+    )
+    nao_epd_epochs: int = setting(1000, "training epochs of the encoder-predictor-decoder per round")
+    nao_top: int = setting(100, "the best of the pool that generation starts from")
+    nao_new: int = setting(300, "new architectures generated per round; they replace the worst")
+    nao_max_eta: int = setting(50, "largest step size of generation (eta = 1, 2, ... until enough are new)")
 
     # derive (after the search)
     derive_samples: int = setting(100, "architectures sampled and scored by derive")
@@ -509,15 +527,52 @@ SMOKE: dict[str, dict[str, dict[str, Any]]] = {
     },
 }
 
-# Additions to a search preset for one strategy, applied after the space's column. Ghost batch
-# norm (Bender et al.'s one-shot training): the paper's batches of 128 (macro) and 160 (micro)
-# in ghosts of 32, the smoke batch of 64 in ghosts of 16. Bender et al. trained with larger
-# batches; the ghost size they used could not be checked here, so these are enastool's choice.
+# Additions to a search preset for one strategy, applied after the space's column: first the
+# strategy's "all" keys, then those of the space. Ghost batch norm (Bender et al.'s one-shot
+# training): the paper's batches of 128 (macro) and 160 (micro) in ghosts of 32, the smoke batch
+# of 64 in ghosts of 16. Bender et al. trained with larger batches; the ghost size they used
+# could not be checked here, so these are enastool's choice.
 PAPER_GHOST_BATCH = 32
 SMOKE_GHOST_BATCH = 16
-STRATEGY_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "paper": {"oneshot": dict(ghost_batch_size=PAPER_GHOST_BATCH)},
-    "smoke": {"oneshot": dict(ghost_batch_size=SMOKE_GHOST_BATCH)},
+# NAO-WS (reference sec. 9; the authors' NAO_V1 train_search.py): the pool and the EPD rounds
+# for every space, and for micro the authors' search network and its training, which replace
+# the ENAS column. Their 3 cells per stage are 9 normal cells here (2 reduction cells are
+# added). Their learning rate is one cosine cycle over the run (lr_t0 = epochs), SGD without
+# Nesterov. Their 3e-4 is torch's weight_decay; enastool's l2 is the authors' loss-term flag,
+# decayed by 2 x l2, so the same decay is l2 = 1.5e-4. Their classifier has no dropout (keep
+# 1.0); their drop-path keep 0.9 is not here (see enastool.search.nao). 90% / 10% of the
+# training images train / validate: CIFAR-10's search split already holds out 5,000.
+NAO_PAPER_EPOCHS = 200
+NAO_PAPER = dict(
+    nao_pool=600, nao_eval_every=50, nao_score_examples=500, nao_epd_epochs=1000,
+    nao_top=100, nao_new=300, nao_max_eta=50,
+)
+NAO_PAPER_MICRO = dict(
+    layers=9, channels=20, num_blocks=5, batch_size=128, epochs=NAO_PAPER_EPOCHS,
+    momentum=0.9, nesterov=False, lr_max=0.025, lr_min=0.001, lr_t0=NAO_PAPER_EPOCHS,
+    l2=1.5e-4, grad_clip=5.0, keep_prob=1.0,
+)
+# Smoke: the space's smoke recipe (10 epochs of digits) with a small pool scored at epochs
+# 3, 6, 9 and 10, so that three EPD rounds run. The digits hold out 181 validation images.
+NAO_SMOKE = dict(
+    nao_pool=100, nao_eval_every=3, nao_score_examples=128, nao_epd_epochs=60,
+    nao_top=20, nao_new=30, nao_max_eta=20,
+)
+# rnn: the ENAS search column (600 epochs) with the pool scored every 150 epochs, the four
+# evaluation points of the authors' image run; an example is a segment of bptt validation
+# tokens (``TextTask.score_batch``): 500 of them are 17,500 of PTB's 73,760. Smoke on pydoc
+# (6 epochs, 180 segments): points at epochs 2, 4 and 6, two EPD rounds.
+NAO_PAPER_RNN = dict(nao_eval_every=150)
+NAO_SMOKE_RNN = dict(nao_eval_every=2)
+STRATEGY_PRESETS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
+    "paper": {
+        "oneshot": {"all": dict(ghost_batch_size=PAPER_GHOST_BATCH)},
+        "nao": {"all": NAO_PAPER, "micro": NAO_PAPER_MICRO, "rnn": NAO_PAPER_RNN},
+    },
+    "smoke": {
+        "oneshot": {"all": dict(ghost_batch_size=SMOKE_GHOST_BATCH)},
+        "nao": {"all": NAO_SMOKE, "rnn": NAO_SMOKE_RNN},
+    },
 }
 
 PRESETS = ("paper", "smoke")
@@ -532,7 +587,9 @@ def preset_values(kind: str, preset: str, space: str, strategy: str | None = Non
         values.update(SMOKE[kind]["all"])
         values.update(SMOKE[kind][space])
     if kind == SearchConfig.kind:
-        values.update(STRATEGY_PRESETS[preset].get(strategy or SearchConfig.strategy, {}))
+        additions = STRATEGY_PRESETS[preset].get(strategy or SearchConfig.strategy, {})
+        values.update(additions.get("all", {}))
+        values.update(additions.get(space, {}))
     return values
 
 
@@ -558,6 +615,23 @@ MAX_LSTM_LAYERS = 64  # [1]
 MAX_CYCLE_FACTOR = 100  # lr_tmul [2]
 MAX_RATE = 100.0  # learning rates [0.05, 3.5e-3; rnn 20]: SGD and Adam diverge long before
 MAX_COEFFICIENT = 1_000.0  # loss weights, logit constants, clipping norm [0.8, 1.5, 5.0]
+
+
+def _nao_problems(config) -> list[tuple[str, str]]:
+    """What strategy nao cannot do with ``config``: encode its architectures as NAO tokens
+    (``enastool.encoding.tokens``), or keep the best of its pool."""
+    found = []
+    try:
+        build_token_scheme(config)
+    except EnasError as e:
+        found.append(("strategy", f"cannot encode these architectures: {e}; choose a size it accepts, "
+                                  "or another strategy"))
+    pool = config.nao_pool
+    if config.nao_new >= pool:
+        found.append(("nao_new", f"must be less than nao_pool = {pool} (the best of the pool stay)"))
+    if config.nao_top > pool:
+        found.append(("nao_top", f"must not exceed nao_pool = {pool}"))
+    return found
 
 
 def _one_of(choices):
@@ -670,6 +744,11 @@ RULES: dict[str, Any] = {
     "controller_beta1": _probability(high_open=True),
     "oneshot_drop_max": _probability(high_open=True),
     "oneshot_drop_ramp": _probability(low_open=True),
+    "nao_pool": _in_range(2, MAX_COUNT),  # the EPD trains on two at least
+    "nao_eval_every": _in_range(1, MAX_EPOCHS),
+    "nao_score_examples": _in_range(2, MAX_IMAGES),  # batch statistics need two
+    "nao_epd_epochs": _in_range(1, MAX_EPOCHS),
+    **{name: _in_range(1, MAX_COUNT) for name in ("nao_top", "nao_new", "nao_max_eta")},
     "skip_target": _probability(low_open=True, high_open=True),
     "l2": _probability(),  # weight decay of 1 would wipe the weights every step
     "lr_max": _positive(MAX_RATE),

@@ -94,6 +94,62 @@ def test_oneshot_presets_turn_on_ghost_batch_norm_and_the_others_do_not(tmp_path
     assert explicit.ghost_batch_size == 0
 
 
+# Reference sec. 9 (NAO-WS, the authors' NAO_V1 train_search.py): the micro search network with
+# 3 normal cells per stage, its training, the pool and the EPD.
+PAPER_NAO_MICRO = dict(
+    layers=9, channels=20, num_blocks=5, batch_size=128, epochs=200, momentum=0.9,
+    nesterov=False, lr_max=0.025, lr_min=0.001, lr_t0=200, grad_clip=5.0, keep_prob=1.0,
+)
+PAPER_NAO = dict(
+    nao_pool=600, nao_eval_every=50, nao_score_examples=500, nao_epd_epochs=1000, nao_top=100,
+    nao_new=300, nao_max_eta=50,
+)
+
+
+def test_paper_nao_preset_is_reference_section_9():
+    config = resolve_search_config("paper", "micro", overrides={"strategy": "nao"})
+    expected = {**PAPER_NAO_MICRO, **PAPER_NAO, "space": "micro", "strategy": "nao"}
+    assert {key: getattr(config, key) for key in expected} == expected
+    # The authors give torch's SGD weight_decay=3e-4; enastool's l2 is their loss-term flag
+    # (decay 2 x l2), so the same decay is l2 = 1.5e-4.
+    assert 2 * config.l2 == pytest.approx(3e-4)
+    assert config.lr_t0 == config.epochs  # one cosine cycle over the run, 0.025 to 0.001
+    assert config.nao_eval_every * 4 == config.epochs  # 4 evaluation points
+    # The EPD's own settings are sec. 9's: they are the defaults of EPDSettings.
+    from enastool.search.epd import EPDSettings
+
+    epd = EPDSettings()
+    assert (epd.embedding_size, epd.hidden_size, epd.tokens_per_step, epd.batch_size, epd.lr,
+            epd.grad_clip, epd.mse_weight, epd.augment_copies, epd.holdout_fraction) == \
+        (32, 64, 2, 100, 1e-3, 5.0, 0.8, 10, 0.1)
+
+
+def test_nao_adds_its_pool_to_every_space_and_the_other_strategies_do_not_change():
+    macro = resolve_search_config("paper", "macro", overrides={"strategy": "nao"})
+    assert {key: getattr(macro, key) for key in PAPER_NAO} == PAPER_NAO
+    assert (macro.layers, macro.channels, macro.epochs) == (12, 36, 310)  # the ENAS macro column
+    enas = resolve_search_config("paper", "micro")
+    assert (enas.layers, enas.batch_size, enas.lr_max, enas.nesterov) == (6, 160, 0.05, True)
+    smoke = resolve_search_config("smoke", "micro", overrides={"strategy": "nao"})
+    assert (smoke.dataset, smoke.epochs, smoke.num_blocks, smoke.channels) == ("digits", 10, 2, 8)
+    assert smoke.nao_score_examples <= 181 and smoke.nao_new < smoke.nao_pool  # digits hold out 181
+    assert smoke.epochs % smoke.nao_eval_every != 0  # evaluation points 3, 6, 9 and the end
+
+
+def test_nao_settings_that_cannot_work_are_refused_when_the_config_resolves():
+    with pytest.raises(EnasError, match=r"command line: strategy = 'nao' cannot encode these architectures: "
+                                        r"NAO micro tokens: num_blocks must be 1..5"):
+        resolve_search_config("smoke", "micro", overrides={"strategy": "nao", "num_blocks": 6})
+    with pytest.raises(EnasError, match=r"nao_new = 300 must be less than nao_pool = 300"):
+        resolve_search_config("paper", "micro", overrides={"strategy": "nao", "nao_pool": 300})
+    with pytest.raises(EnasError, match=r"command line: nao_top = 700 must not exceed nao_pool = 600"):
+        resolve_search_config("paper", "micro", overrides={"strategy": "nao", "nao_top": 700})
+    with pytest.raises(EnasError, match=r"nao_pool = 1 must be in \[2, 1,000,000\]"):
+        resolve_search_config("smoke", "micro", overrides={"strategy": "nao", "nao_pool": 1})
+    # Other strategies ignore the nao settings.
+    assert resolve_search_config("smoke", "micro", overrides={"num_blocks": 6}).num_blocks == 6
+
+
 def test_ghost_batch_size_must_be_off_or_a_divisor_of_at_least_two():
     with pytest.raises(EnasError, match=r"command line: ghost_batch_size = 1 must be 0 \(off\) or in \[2, 65536\]"):
         resolve_search_config("smoke", "macro", overrides={"ghost_batch_size": 1})

@@ -7,11 +7,14 @@ for macro and micro, text for rnn); what decides the children and learns from re
 
 1. one SGD step of the shared weights per training batch, each on a freshly chosen child
    (enas: sampled from the controller without grad; random: uniform; oneshot: every path with
-   path dropout);
+   path dropout; nao: uniform from its pool);
 2. the strategy updates due after those steps (enas: ``controller_updates`` controller
-   updates, see ``strategies``), each child rewarded on the next validation batch (shared
-   weights, eval mode, no grad); strategies without updates have ``PROBE_ARCHS`` uniform
-   architectures scored the same way, only to report a validation figure;
+   updates, see ``strategies``, each child rewarded on the next validation batch with the
+   shared weights, eval mode, no grad; nao at its evaluation points: scoring its pool, EPD
+   training, generation, see ``nao``), one metrics record each; an epoch without updates has
+   ``PROBE_ARCHS`` uniform architectures scored the same way, only to report a validation
+   figure; an epoch with updates reports the mean of each update figure over the updates that
+   have it;
 3. an epoch record in metrics.jsonl and, every ``checkpoint_every`` epochs, last.pt.
 
 The image task splits the data as the authors' search does: training batches from the
@@ -36,9 +39,10 @@ splits the same way (see ``TextTask``). Choices where the reference is silent or
   The controller phase reads the rewards once per update.
 
 Resume is exact: the checkpoint holds the supernet, the strategy (controller, its optimiser,
-baseline, generators), both optimisers' states, the task's state (the loaders' positions and
-generators), the global RNG states (all seeded from the run seed, Python's and NumPy's
-included), the running sums of the current log interval and epoch, and the counters. A run
+baseline, generators; nao's pool, scores and EPD), both optimisers' states, the task's state
+(the loaders' positions and generators), the global RNG states (all seeded from the run seed,
+Python's and NumPy's included), the running sums of the current log interval and epoch, and
+the counters. A run
 interrupted at any step (shared or controller) and resumed ends with the same weights, bit for
 bit on the CPU, as one that never stopped, and writes the same checkpoint bytes. Before
 anything is restored the checkpoint is checked against the run (``enastool.checkpoints``):
@@ -147,6 +151,7 @@ class SearchLoop:
         self.placement.prepare(self.task.supernet)  # op kernels (and memory format) by the device
         self.supernet = self.task.supernet
         self.strategy: Strategy = build_strategy(config, self.device)
+        self.strategy.prepare(self.task)
         self.steps_per_epoch = self.task.steps_per_epoch
         self.optimizer = sgd_optimizer(self.task.parameter_groups(), config)
         self.schedule = CosineWarmRestarts.from_config(config)
@@ -318,7 +323,9 @@ class SearchLoop:
                 progress.controller_step += 1
                 progress.epoch_updates += 1
                 self._add_figures(figures)
-                self.latest = {name: figures[name] for name in LATEST_FIGURES if name in figures}
+                # Units without a figure (nao's EPD epochs) keep the latest one.
+                self.latest = {**self.latest,
+                               **{name: figures[name] for name in LATEST_FIGURES if name in figures}}
                 self.last_arch = figures.get("arch", self.last_arch)
                 self._record({
                     "kind": "controller",
@@ -348,9 +355,11 @@ class SearchLoop:
 
     def _add_figures(self, figures: dict) -> None:
         sums = self.figure_sums
+        counts = sums.setdefault("counts", {})  # per figure: not every update has every figure
         for name in MEAN_FIGURES:
             if name in figures:
                 sums[name] = sums.get(name, 0.0) + figures[name]
+                counts[name] = counts.get(name, 0) + 1
         sums["updates"] = sums.get("updates", 0) + 1
         if "baseline" in figures:
             sums["baseline"] = figures["baseline"]
@@ -370,7 +379,9 @@ class SearchLoop:
         }
         sums = self.figure_sums
         if sums.get("updates"):
-            record.update({name: sums[name] / sums["updates"] for name in MEAN_FIGURES if name in sums})
+            counts = sums.get("counts", {})  # absent from checkpoints of older versions: all updates
+            record.update({name: sums[name] / counts.get(name, sums["updates"]) for name in MEAN_FIGURES
+                           if name in sums})
             if "baseline" in sums:
                 record["baseline"] = sums["baseline"]
             record["controller_step"] = progress.controller_step
@@ -392,6 +403,7 @@ class SearchLoop:
         config = self.config
         if resume:
             self._restore()
+        self.strategy.attach(self.run)
         self._emit({
             "kind": "start",
             "space": config.space,

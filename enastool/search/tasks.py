@@ -8,8 +8,9 @@ what the networks learn lives in a task, one class per kind of data:
   batches that rewards and scores read;
 - the supernet of the config's space, built at the config's size;
 - the loss of one training step of a child, and the running figures it adds to;
-- the reward of an architecture (next validation batch, shared weights, no grad) and the
-  scores derive ranks candidates by;
+- the reward of an architecture (next validation batch, shared weights, no grad), the
+  scores derive ranks candidates by, and one fixed scoring batch of a given size (nao scores
+  its pool on it);
 - the optimiser's parameter groups (who is decayed, and how).
 
 ``TASKS`` maps each data kind (``enastool.encoding.spaces.DATA_KINDS``: images for macro and
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 
 from ..data import (
     Augment, DatasetInfo, DeviceLoader, Split, channel_stats, endless, load_corpus, load_dataset,
+    Window,
 )
 from ..encoding.spaces import IMAGES, SPACES, TEXT, data_kind
 from ..errors import EnasError
@@ -140,6 +142,14 @@ class SearchTask:
     def describe_score_data(self, data: list) -> str:
         """What ``score_data`` holds, in words (for progress displays)."""
         raise NotImplementedError
+
+    def score_batch(self, examples: int, seed: int) -> list:
+        """ONE fixed validation batch of ``examples`` examples (the task's unit: images; a
+        text task chooses what an example is), drawn without replacement by a generator
+        seeded with ``seed``, in the form ``scores`` reads: every architecture scored on it is
+        scored on the same data, and batch statistics span all of it (nao scores its pool so).
+        EnasError when the validation split cannot give that many."""
+        raise NotImplementedError(f"{type(self).__name__} gives no fixed scoring batch")
 
     def scores(self, archs, data: list, callback: Callback | None = None) -> list[dict]:
         """One dict per architecture: ``score`` (higher is better) and the figures behind it."""
@@ -264,6 +274,20 @@ class ImageTask(SearchTask):
     def describe_score_data(self, data):
         return f"{sum(y.shape[0] for _, y in data)} validation images"
 
+    def score_batch(self, examples, seed):
+        images, labels = self.valid_split
+        available = labels.shape[0]
+        if not 2 <= examples <= available:  # batch statistics need two images at least
+            raise EnasError(
+                f"a scoring batch of {examples} images does not fit the {available} validation "
+                f"images of {self.config.dataset} (2..{available})"
+            )
+        chosen = torch.randperm(available, generator=torch.Generator().manual_seed(seed))[:examples]
+        chosen = chosen.sort().values  # the split's order: the same batch whatever the draw order
+        loader = DeviceLoader(images[chosen], labels[chosen], batch_size=examples, train=False,
+                              shuffle=False, drop_last=False, **self._common)
+        return list(loader)
+
     @torch.no_grad()
     def scores(self, archs, data, callback=None):
         images = sum(y.shape[0] for _, y in data)
@@ -313,6 +337,10 @@ class TextTask(SearchTask):
     - Derive scores: the same on the first ``batches`` validation windows (None: the whole
       split, its short last window included), each from a zero state, the cross-entropy summed
       over every token: score = 80 / perplexity, figure ``valid_ppl``.
+    - Scoring batch (nao): an example is a segment of ``bptt`` validation tokens (and its
+      next-token targets); ``score_batch`` draws that many of the split's non-overlapping
+      segments and stacks them into ONE window, every row read from a zero state, so that
+      ``nao_score_examples`` means the same for text as for images (the NAO-WS authors' 500).
 
     The test split is never read.
     """
@@ -397,6 +425,20 @@ class TextTask(SearchTask):
                 break
             data.append(window)
         return data
+
+    def score_batch(self, examples, seed):
+        tokens, length = self.corpus.valid, self.config.bptt
+        available = (tokens.numel() - 1) // length  # segments with all their targets
+        if not 2 <= examples <= available:
+            raise EnasError(
+                f"a scoring batch of {examples} segments of {length} tokens does not fit the "
+                f"{tokens.numel()} validation tokens of {self.config.dataset} (2..{available})"
+            )
+        chosen = torch.randperm(available, generator=torch.Generator().manual_seed(seed))[:examples]
+        starts = (chosen.sort().values * length).tolist()  # the split's order, as for images
+        x = torch.stack([tokens[s:s + length] for s in starts])
+        y = torch.stack([tokens[s + 1:s + length + 1] for s in starts])
+        return [Window(x.to(self.device), y.to(self.device), length)]
 
     def describe_score_data(self, data):
         return f"{sum(w.y.numel() for w in data)} validation tokens"
