@@ -4,8 +4,9 @@ Every figure is at the authors' settings (reference sec. 4 and 8), on CIFAR-10-s
 (macro, micro) or random Penn-Treebank-sized token windows (rnn).
 
     python benchmarks/bench_nn.py --device cpu --dtype fp32 --small
-    python benchmarks/bench_nn.py --device cuda --dtype bf16 --channels-last
+    python benchmarks/bench_nn.py --device cuda --dtype bf16
     python benchmarks/bench_nn.py --device auto --what epoch
+    python benchmarks/bench_nn.py --device cpu --channels-last off --kernels native   # the old CPU path
 
 For each space it times full training steps (forward, cross-entropy, backward, SGD step) on
 CIFAR-10 shaped random data that lives on the device:
@@ -21,7 +22,14 @@ is the usual training estimate: the backward pass costs about two forwards (grad
 respect to the activations and to the weights). Forward FLOPs come from
 ``enastool.nn.counting`` (convolutions and matmuls only, multiply-add = 2); for the supernets
 they are the mean over the architectures of the timed steps. bf16 means autocast, used on
-CUDA only. The tables go to stdout.
+CUDA only. The tables go to stdout; ``--json FILE`` also writes every row as a dict.
+
+Every network is put in place as the commands do (``enastool.train.device``: memory format and
+op kernels; ``--channels-last``, ``--kernels`` and ``--compile`` override the policy). Compile
+of a step row: final networks are compiled whole, as the trainer does (``auto`` = on for
+CUDA); supernets run eager, as the search does (their graph changes every step), unless
+``--compile on`` asks for the experiment of compiling every candidate op module on its own
+(``compile_ops``); the compilation then happens in the warm-up steps, which are not timed.
 
 Recurrent rows (``--space rnn``, in a table of their own): full training steps of the rnn
 language models (``enastool.nn.recurrent``) on random token ids that live on the device,
@@ -34,7 +42,7 @@ the weight decay, activation L2 / slowness), backward, gradient clipping, plain 
 Columns: tokens/s (batch x 35 per step), ms/step, peak memory as above, forward GFLOP per
 token (``recurrent_counts``: every matrix product, softmax included; the same for every cell
 of N nodes) and GFLOP/s = 3 x that x tokens/s. ``--small``: H = 32, batch 8, same vocabulary
-and window. There is no rnn epoch row yet (its trainer is not built).
+and window.
 
 ``--count-only`` skips the timing and prints the forward FLOPs (and multiply-adds, half of
 them: the unit papers quote) of the same rows, the supernet rows over the architectures a
@@ -48,11 +56,23 @@ The second one is timed (the first pays for compilation and warm-up): its traini
 its test pass over ``--steps`` evaluation batches and its checkpoint write. The epoch time is
 **extrapolated** from those to one real epoch: 50,000 training images (50000 // batch steps),
 10,000 test images, one last.pt; the paper-run column multiplies it by the paper's epochs.
+
+rnn final-training epoch (``--what epoch`` with ``--space rnn`` or ``all``): the language-model
+trainer (``enastool.train.lm``: random-length windows, the carried state, the loss's
+regularisers, clipping, validation, NT-ASGD bookkeeping, checkpoints) trains the published
+ENAS cell at the ``paper`` final settings on random tokens of PTB's vocabulary for three short
+epochs of ``--steps`` windows, with ``--steps`` validation windows and ``--steps`` test windows
+(batch 1, as the reference tests). The first epoch warms up; the second times training,
+validation and the last.pt write; the third (the last) validates and then tests, which times
+the test. Extrapolated to PTB: 929,589 / 73,760 / 82,430 tokens give 414 training windows per
+epoch at batch 64, 33 validation windows and 2,356 test windows of batch 1 (read once, at the
+end); the paper-run column is 3,000 epochs plus the one test.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import resource
@@ -62,15 +82,18 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from enastool.config import resolve_final_config
-from enastool.data import datasets
+from enastool.data import corpora, datasets
+from enastool.data.text import Vocabulary, make_corpus
 from enastool.encoding import MacroArch, MicroArch, RecurrentArch
 from enastool.nn.counting import FLOPS_PER_MULT_ADD, count_flops
+from enastool.nn.kernels import KERNELS
 from enastool.nn.recurrent import (
     FINAL_ALPHA,
     FINAL_BETA,
@@ -89,7 +112,8 @@ from enastool.nn.recurrent import (
     recurrent_counts,
 )
 from enastool.runs import RunDir
-from enastool.train.device import resolve_device
+from enastool.nn.blocks import ConvBN, FactorizedReduce, MacroBranch, SepConv
+from enastool.train.device import Placement, resolve_device, resolve_placement
 from enastool.train.evaluate import EVAL_BATCH_MULTIPLIER, network_output
 from enastool.train.trainer import train_final
 from enastool.encoding.textio import load_one
@@ -219,9 +243,11 @@ class StepTimer:
 class Runner(StepTimer):
     """Builds one setting's network and times its training steps."""
 
-    def __init__(self, setting: Setting, device: torch.device, bf16: bool, channels_last: bool):
-        self.setting, self.device, self.bf16 = setting, device, bf16
-        self.format = torch.channels_last if channels_last else torch.contiguous_format
+    def __init__(self, setting: Setting, placement: Placement, compile_net: bool = False):
+        self.setting, self.device = setting, placement.device
+        self.bf16 = placement.dtype == torch.bfloat16
+        self.format = placement.memory_format
+        device = self.device
         s = setting
         if s.what == "supernet":
             if s.space == "macro":
@@ -243,8 +269,13 @@ class Runner(StepTimer):
             )
             if hasattr(net, "set_drop_path_progress"):
                 net.set_drop_path_progress(DROP_PATH_PROGRESS)
-        self.net = net.to(device=device, memory_format=self.format).train()
+        self.net = placement.prepare(net).train()
         self.opt = torch.optim.SGD(self.net.parameters(), lr=LR, momentum=MOMENTUM, nesterov=True)
+        self.step_net = self.net
+        if compile_net and self.arch is None:
+            compile_ops(self.net)
+        elif compile_net:
+            self.step_net = torch.compile(self.net)
         x = torch.randn(s.batch, *IMAGE_SHAPE, device=device)
         self.x = x.contiguous(memory_format=self.format)
         self.y = torch.randint(0, NUM_CLASSES, (s.batch,), device=device)
@@ -262,9 +293,9 @@ class Runner(StepTimer):
             if self.arch is None:
                 arch = self.sample()
                 self.sampled.append(arch)
-                logits, aux = self.net(self.x, arch), None
+                logits, aux = self.step_net(self.x, arch), None
             else:
-                logits, aux = network_output(self.net(self.x))
+                logits, aux = network_output(self.step_net(self.x))
             loss = F.cross_entropy(logits.float(), self.y)
             if aux is not None:
                 loss = loss + AUX_WEIGHT * F.cross_entropy(aux.float(), self.y)
@@ -288,6 +319,19 @@ class Runner(StepTimer):
         return sum(counts) / len(counts)
 
 
+# The candidate-op modules of the supernets, compiled one by one by compile_ops.
+OP_MODULES = (SepConv, MacroBranch, FactorizedReduce, ConvBN)
+
+
+def compile_ops(supernet: nn.Module) -> int:
+    """Compile every candidate-op module of ``supernet`` on its own (an experiment: the search
+    runs eager). Returns how many modules it compiled."""
+    ops = [m for m in supernet.modules() if isinstance(m, OP_MODULES)]
+    for module in ops:
+        module.compile()
+    return len(ops)
+
+
 class RnnRunner(StepTimer):
     """Builds one recurrent setting's network and times its training steps."""
 
@@ -298,7 +342,7 @@ class RnnRunner(StepTimer):
             net = RecurrentSupernet(s.vocab, RNN_NODES, s.hidden, SEARCH_DROP_RATES, SEARCH_INIT_RANGE)
             self.arch, self.alpha, self.beta = None, SEARCH_ALPHA, SEARCH_BETA
         else:
-            self.arch = RecurrentArch.from_ints(int(v) for v in RNN_CELL.split())
+            self.arch = RecurrentArch.from_ints([int(v) for v in RNN_CELL.split()])
             net = RecurrentNet(self.arch, s.vocab, s.hidden, FINAL_DROP_RATES, FINAL_INIT_RANGE)
             self.alpha, self.beta = FINAL_ALPHA, FINAL_BETA
         self.net = net.to(device).train()
@@ -394,8 +438,8 @@ class EventClock:
 def final_epoch_config(space: str, args: argparse.Namespace, device: torch.device, steps: int):
     """The paper final settings of ``space``, on this device, for two short timed epochs."""
     overrides = dict(
-        device=str(device), dtype=DTYPE_NAMES[args.dtype], channels_last=args.channels_last,
-        compile=args.compile, dataset="cifar10", epochs=TIMED_EPOCHS, eval_every=1, checkpoint_every=1,
+        device=str(device), dtype=DTYPE_NAMES[args.dtype], channels_last=SWITCHES[args.channels_last],
+        compile=SWITCHES[args.compile], dataset="cifar10", epochs=TIMED_EPOCHS, eval_every=1, checkpoint_every=1,
         log_every=steps,  # one log line (and host sync) exactly at the end of each epoch
     )
     if args.small:
@@ -433,13 +477,88 @@ def time_final_epoch(space: str, args: argparse.Namespace, device: torch.device)
     )
 
 
+# --------------------------------------------------------------------------------------------
+# rnn final-training epoch time: the language-model trainer on random PTB-shaped tokens.
+# --------------------------------------------------------------------------------------------
+
+PTB_TOKENS = {"train": 929_589, "valid": 73_760, "test": 82_430}  # Mikolov's files, <eos> included
+RNN_TIMED_EPOCHS = 3  # warm-up; training, validation and save; the last one's test
+
+
+@contextmanager
+def random_ptb(tokens: dict[str, int], vocab: int):
+    """Register random token ids of a ``vocab``-word vocabulary under the name ptb for a while,
+    so the trainer loads them through its ordinary data path (no files needed)."""
+    def read(folder):
+        generator = torch.Generator().manual_seed(0)
+        words = Vocabulary(f"w{i}" for i in range(vocab))
+        splits = [torch.randint(0, vocab, (tokens[name],), generator=generator) for name in ("train", "valid", "test")]
+        return make_corpus("ptb", "random PTB-shaped tokens (benchmark)", words, *splits)
+
+    saved = corpora.TEXT_DATASETS["ptb"]
+    corpora.TEXT_DATASETS["ptb"] = corpora.TextSource(
+        "ptb", "random PTB-shaped tokens (benchmark)", needs_files=False, read=read,
+    )
+    try:
+        yield
+    finally:
+        corpora.TEXT_DATASETS["ptb"] = saved
+
+
+def time_rnn_final_epoch(args: argparse.Namespace, device: torch.device) -> tuple:
+    """The rnn row of the epoch table (see the module docstring)."""
+    steps = args.steps
+    overrides = dict(
+        device=str(device), dtype=DTYPE_NAMES[args.dtype], compile=args.compile, dataset="ptb",
+        epochs=RNN_TIMED_EPOCHS, eval_every=1, checkpoint_every=1,
+        log_every=steps,  # one log line (and host sync) exactly at the end of each epoch
+    )
+    if args.small:
+        overrides.update(hidden_size=RNN_SMALL_HIDDEN, batch_size=SMALL_BATCH)
+    config = resolve_final_config("paper", "rnn", overrides=overrides, arch=RNN_CELL)
+    window = steps * config.bptt + 1  # streams of this length hold exactly `steps` windows
+    tokens = {"train": config.batch_size * window, "valid": config.batch_size * window,
+              "test": config.test_batch_size * window}
+    with random_ptb(tokens, PTB_VOCAB), tempfile.TemporaryDirectory() as folder:
+        run = RunDir.create(Path(folder) / "run", replace(config, data_dir=folder))
+        clock = EventClock(device)
+        train_final(None, run.config, run, callback=clock)
+    second, last = RNN_TIMED_EPOCHS - 1, RNN_TIMED_EPOCHS
+    train_s = clock.at("step", step=second * steps) - clock.at("checkpoint", name="last.pt", epoch=second - 1)
+    valid_s = clock.at("epoch", epoch=second) - clock.at("step", step=second * steps)
+    saved_before = [t for t, e in clock.events if e["kind"] == "checkpoint" and e["epoch"] == second
+                    and e["name"] == "best.pt"]
+    save_s = clock.at("checkpoint", name="last.pt", epoch=second) - (saved_before or [clock.at("epoch", epoch=second)])[-1]
+    test_s = clock.at("epoch", epoch=last) - clock.at("step", step=last * steps) - valid_s
+    start = next(e for _, e in clock.events if e["kind"] == "start")
+    batch, bptt = config.batch_size, config.bptt
+    train_windows = (PTB_TOKENS["train"] // batch - 1) // bptt
+    valid_windows = math.ceil((PTB_TOKENS["valid"] // batch - 1) / bptt)
+    test_windows = math.ceil((PTB_TOKENS["test"] // config.test_batch_size - 1) / bptt)
+    epoch_s = train_s / steps * train_windows + valid_s / steps * valid_windows + save_s
+    test_once_s = test_s / steps * test_windows
+    paper_epochs = resolve_final_config("paper", "rnn", arch=RNN_CELL).epochs
+    return (
+        "rnn", f"H={config.hidden_size} batch={batch} bptt={bptt}", start["dtype"],
+        "on" if start["compile"] else "off",
+        f"{train_s / steps * 1e3:.1f}", f"{batch * bptt * steps / train_s:.0f}",
+        f"{valid_s / steps * 1e3:.1f}", f"{test_s / steps * 1e3:.1f}", f"{save_s * 1e3:.0f}",
+        f"{epoch_s:.1f}", f"{test_once_s:.0f}",
+        f"{(epoch_s * paper_epochs + test_once_s) / SECONDS_PER_HOUR:.1f} ({paper_epochs} ep)",
+    )
+
+
+RNN_EPOCH_COLUMNS = ("space", "setting", "dtype", "compile", "train ms/step", "train tokens/s",
+                     "valid ms/window", "test ms/window", "save ms", "epoch s (extrap.)",
+                     "test s (once, extrap.)", "paper run h (extrap.)")
 EPOCH_COLUMNS = ("space", "setting", "dtype", "layout", "compile", "train ms/step", "train img/s",
                  "test ms/batch", "save ms", "epoch s (extrap.)", "paper run h (extrap.)")
 
-COLUMNS = ("space", "network", "setting", "dtype", "layout", "img/s", "ms/step", "peak MiB",
-           "fwd GFLOP/img", "GFLOP/s")
+COLUMNS = ("space", "network", "setting", "dtype", "layout", "kernels", "compile", "img/s", "ms/step",
+           "peak MiB", "fwd GFLOP/img", "GFLOP/s")
 RNN_COLUMNS = ("space", "network", "setting", "dtype", "tokens/s", "ms/step", "peak MiB",
                "fwd GFLOP/token", "GFLOP/s")
+SWITCHES = {"auto": "auto", "on": True, "off": False}  # this script's words -> the config's
 COUNT_COLUMNS = ("space", "network", "setting", "params", "fwd GFLOP/img", "fwd G mult-add/img")
 
 
@@ -452,10 +571,22 @@ def print_table(rows: list[tuple], columns: tuple[str, ...] = COLUMNS) -> None:
             print("  ".join("-" * w for w in widths))
 
 
-def count_row(s: Setting, device: torch.device, args: argparse.Namespace) -> tuple:
+def row_placement(args: argparse.Namespace, what: str) -> Placement:
+    """The commands' placement for this device, with this script's overrides."""
+    config = SimpleNamespace(dtype=DTYPE_NAMES[args.dtype], channels_last=SWITCHES[args.channels_last],
+                             compile=SWITCHES[args.compile])
+    placement = resolve_placement(config, args.device)
+    if what == "supernet" and args.compile == "auto":
+        placement = replace(placement, compile=False)  # the search runs its supernet eager
+    if args.kernels != "auto":
+        placement = replace(placement, kernels=args.kernels)
+    return placement
+
+
+def count_row(s: Setting, args: argparse.Namespace) -> tuple:
     """One row of the ``--count-only`` table (supernets: all weights; FLOPs: the mean over the
     architectures a timed run would sample)."""
-    runner = Runner(s, device, bf16=False, channels_last=args.channels_last)
+    runner = Runner(s, row_placement(args, s.what))
     runner.sample_without_training(args.warmup, args.steps)
     flops = runner.forward_flops()
     params = sum(p.numel() for p in runner.net.parameters())
@@ -468,10 +599,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="auto (cuda when available), cpu, cuda or cuda:N")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="bf16 = autocast, CUDA only")
-    p.add_argument("--channels-last", action="store_true",
-                   help="run in channels_last memory format")
-    p.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
-                   help="epoch rows only: torch.compile as the trainer does (auto = on for CUDA)")
+    p.add_argument("--channels-last", choices=tuple(SWITCHES), default="auto",
+                   help="channels_last memory format (auto: the commands' choice, on everywhere)")
+    p.add_argument("--kernels", choices=("auto", *KERNELS), default="auto",
+                   help="op kernels of enastool.nn.kernels (auto: the commands' choice for the device)")
+    p.add_argument("--compile", choices=tuple(SWITCHES), default="auto",
+                   help="torch.compile: final networks whole (auto = on for CUDA, as the trainer), "
+                   "supernets per op (auto = off, as the search; on = the experiment of compile_ops)")
     p.add_argument("--steps", type=int, default=10,
                    help="timed steps per row (epoch rows: steps per short epoch, and test batches)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing (step rows)")
@@ -479,13 +613,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="both = macro and micro; all = those and rnn (default)")
     p.add_argument("--what", choices=("supernet", "final", "epoch", "all"), default="all",
                    help="train steps of the supernets or final networks, or a final-training "
-                   "epoch (the real trainer, extrapolated to CIFAR-10); default all")
+                   "epoch (the real trainer, extrapolated to CIFAR-10 or PTB); default all")
     p.add_argument("--count-only", action="store_true",
                    help="step rows: print parameter, FLOP and mult-add counts without timing")
     p.add_argument("--small", action="store_true",
                    help="narrow widths (rnn: H=32) and batch 8, for a quick CPU run")
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads (the default leaves cores to others)")
+    p.add_argument("--json", type=Path, help="also write every row to this file as JSON")
     args = p.parse_args(argv)
     try:
         args.device = resolve_device(args.device)
@@ -515,22 +650,31 @@ def main(argv=None) -> int:
         settings = [
             replace(s, channels=SMALL_CHANNELS[s.space], batch=SMALL_BATCH) for s in settings
         ]
-    layout = "channels_last" if args.channels_last else "nchw"
+    records: list[dict] = []
     if args.count_only:
-        print_table([count_row(s, device, args) for s in settings], COUNT_COLUMNS)
+        print_table([count_row(s, args) for s in settings], COUNT_COLUMNS)
         return 0
     rows = []
     for s in settings:
+        placement = row_placement(args, s.what)
         print(f"timing {s.space} {s.what} ({s.describe()}) ...", file=sys.stderr)
-        runner = Runner(s, device, args.dtype == "bf16", args.channels_last)
+        runner = Runner(s, placement, compile_net=placement.compile)
         seconds = runner.time_steps(args.warmup, args.steps)
         peak = runner.peak_memory_mib()
         flops = runner.forward_flops()
         images = s.batch / seconds
+        record = dict(
+            space=s.space, network=s.what, setting=s.describe(), dtype=args.dtype,
+            layout="channels_last" if placement.channels_last else "nchw", kernels=placement.kernels,
+            compile=("per op" if s.what == "supernet" else "on") if placement.compile else "off",
+            images_per_s=images, ms_per_step=seconds * 1e3, peak_mib=peak, fwd_gflops=flops / 1e9,
+            gflops_per_s=3 * flops * images / 1e9,
+        )
+        records.append(record)
         rows.append((
-            s.space, s.what, s.describe(), args.dtype, layout,
-            f"{images:.1f}", f"{seconds * 1e3:.1f}", f"{peak:.0f}",
-            f"{flops / 1e9:.3f}", f"{3 * flops * images / 1e9:.1f}",
+            *(record[k] for k in ("space", "network", "setting", "dtype", "layout", "kernels", "compile")),
+            f"{images:.1f}", f"{seconds * 1e3:.1f}", f"{peak:.0f}", f"{flops / 1e9:.3f}",
+            f"{record['gflops_per_s']:.1f}",
         ))
         del runner
     rnn_rows = []
@@ -541,6 +685,11 @@ def main(argv=None) -> int:
         peak = runner.peak_memory_mib()
         flops = runner.forward_flops()
         tokens = s.batch * s.bptt / seconds
+        records.append(dict(
+            space="rnn", network=s.what, setting=s.describe(), dtype=args.dtype, tokens_per_s=tokens,
+            ms_per_step=seconds * 1e3, peak_mib=peak, fwd_gflops_per_token=flops / 1e9,
+            gflops_per_s=3 * flops * tokens / 1e9,
+        ))
         rnn_rows.append((
             "rnn", s.what, s.describe(), args.dtype, f"{tokens:.0f}", f"{seconds * 1e3:.1f}",
             f"{peak:.0f}", f"{flops / 1e9:.4f}", f"{3 * flops * tokens / 1e9:.1f}",
@@ -552,6 +701,13 @@ def main(argv=None) -> int:
             print(f"timing a {space} final-training epoch (the trainer, {TIMED_EPOCHS} epochs of "
                   f"{args.steps} steps) ...", file=sys.stderr)
             epoch_rows.append(time_final_epoch(space, args, device))
+            records.append(dict(zip(("epoch:" + c for c in EPOCH_COLUMNS), epoch_rows[-1])))
+    rnn_epoch_rows = []
+    if args.what in ("epoch", "all") and args.space in ("rnn", "all"):
+        print(f"timing an rnn final-training epoch (the language-model trainer, {RNN_TIMED_EPOCHS} epochs "
+              f"of {args.steps} windows) ...", file=sys.stderr)
+        rnn_epoch_rows.append(time_rnn_final_epoch(args, device))
+        records.append(dict(zip(("rnn_epoch:" + c for c in RNN_EPOCH_COLUMNS), rnn_epoch_rows[-1])))
     print(f"# device={device} threads={torch.get_num_threads() if device.type == 'cpu' else '-'} "
           f"torch={torch.__version__} steps={args.steps} warmup={args.warmup}")
     if rows:
@@ -569,6 +725,17 @@ def main(argv=None) -> int:
               f"training + {CIFAR10_TEST_IMAGES:,} test images (paper final settings"
               f"{', --small widths and batch' if args.small else ''})")
         print_table(epoch_rows, EPOCH_COLUMNS)
+    if rnn_epoch_rows:
+        if rows or rnn_rows or epoch_rows:
+            print()
+        print(f"# rnn final-training epoch on PTB, EXTRAPOLATED from {args.steps} timed windows each of "
+              f"training, validation and test (batch 1) on random tokens to {PTB_TOKENS['train']:,} / "
+              f"{PTB_TOKENS['valid']:,} / {PTB_TOKENS['test']:,} tokens (paper final settings"
+              f"{', --small width and batch' if args.small else ''}); the test runs once per run")
+        print_table(rnn_epoch_rows, RNN_EPOCH_COLUMNS)
+    if args.json:
+        args.json.write_text(json.dumps({"device": str(device), "torch": torch.__version__,
+                                         "rows": records}, indent=1))
     return 0
 
 

@@ -7,6 +7,7 @@ import sys
 import click
 
 from enastool.encoding import SPACES
+from enastool.encoding.spaces import IMAGES, TEXT, data_kind
 from enastool.encoding.textio import read_source
 from enastool.errors import EnasError
 
@@ -45,10 +46,16 @@ def set_option(example: str):
     )
 
 
-def preset_note(title: str, preset: str, dataset: str) -> str:
-    """The line saying which preset a command chose because none was given."""
-    return (f"{title}: preset {preset}, the default on the embedded {dataset} data set (--data-dir DIR "
-            "for CIFAR-10 with the paper preset, or --preset to choose)")
+# How the note names the data set a data directory holds, by data kind.
+FILES_DATASET_NAMES = {IMAGES: "CIFAR-10", TEXT: "PTB"}
+
+
+def preset_note(title: str, preset: str, config) -> str:
+    """The line saying which preset a command chose because none was given (``config``: the
+    resolved configuration, whose space and data set it names)."""
+    files = FILES_DATASET_NAMES[data_kind(config.space)]
+    return (f"{title}: preset {preset}, the default on the embedded {config.dataset} data set (--data-dir DIR "
+            f"for {files} with the paper preset, or --preset to choose)")
 
 
 def parse_assignments(cls, assignments, given: dict) -> tuple[dict, dict]:

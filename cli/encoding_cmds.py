@@ -17,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from enastool.config import DATASETS, MAX_CHANNELS, MAX_COUNT, MAX_SEED
+from enastool.config import IMAGE_DATASETS, MAX_CHANNELS, MAX_COUNT, MAX_HIDDEN, MAX_SEED, MAX_VOCAB
 from enastool.encoding import SPACES, MacroArch, MicroArch, RecurrentArch
 from enastool.encoding.darts import to_darts
 from enastool.encoding.macro import MAX_LAYERS
@@ -26,6 +26,7 @@ from enastool.encoding.recurrent import MAX_NODES
 from enastool.encoding.nao import format_nao
 from enastool.encoding.render import RANKDIRS, Layout, format_for, parse_skips, to_dot
 from enastool.encoding.render import render as render_file
+from enastool.encoding.spaces import IMAGES, TEXT, data_kind
 from enastool.encoding.textio import format_record, to_json
 from enastool.errors import EnasError, EncodingError
 
@@ -241,6 +242,50 @@ def _count_setup(dataset: str):
 
 
 DEFAULT_COUNT_DATASET = "cifar10"  # the authors' final networks, and the published counts
+# rnn counts default to the authors' final network on PTB (reference sec. 8).
+DEFAULT_COUNT_HIDDEN = 800
+DEFAULT_COUNT_VOCAB = 10_000
+
+
+def _image_counts(arch, options: dict) -> dict[str, int]:
+    import torch
+
+    from enastool.nn.counting import network_counts
+
+    shape = _count_setup(options["dataset"] or DEFAULT_COUNT_DATASET)
+    # On the meta device: shapes without storage, so the counts are exact, nothing is
+    # allocated and no kernel runs (seconds even for the largest architecture).
+    with torch.device("meta"):
+        return network_counts(arch, options["layers"], options["channels"], shape)
+
+
+def _rnn_counts(arch, options: dict) -> dict[str, int]:
+    from enastool.nn.counting import mult_adds
+    from enastool.nn.recurrent import recurrent_counts
+
+    counts = recurrent_counts(arch, options["hidden"] or DEFAULT_COUNT_HIDDEN,
+                              options["vocab"] or DEFAULT_COUNT_VOCAB)
+    return {"params": counts["params"], "params_aux": counts["params"], "flops": counts["flops"],
+            "mult_adds": mult_adds(counts["flops"])}
+
+
+# The counting options of each data kind and how it counts; an option of another kind is an
+# error for that record.
+_COUNT_OPTIONS = {IMAGES: ("layers", "channels", "dataset"), TEXT: ("hidden", "vocab")}
+_COUNTERS = {IMAGES: _image_counts, TEXT: _rnn_counts}
+
+
+def _counts(arch, options: dict) -> dict[str, int]:
+    kind = data_kind(arch.space)
+    foreign = [name for name, value in options.items() if value is not None and name not in _COUNT_OPTIONS[kind]]
+    if foreign:
+        own = ", ".join("--" + name for name in _COUNT_OPTIONS[kind])
+        verb = "does" if len(foreign) == 1 else "do"
+        raise EnasError(
+            f"{', '.join('--' + name for name in foreign)} {verb} not apply to {arch.space} "
+            f"architectures; they take {own}"
+        )
+    return _COUNTERS[kind](arch, options)
 
 
 # (JSON key, table column) of the counts. Papers quote multiply-adds; FLOPs count each as 2.
@@ -334,8 +379,9 @@ def _print_table(rows: list[dict]) -> None:
     "--counts",
     is_flag=True,
     help="Add the final network's params (without the auxiliary head), params_aux (with it), "
-    "flops (forward, per image, a multiply-add counted as 2 FLOPs) and mult_adds (the unit "
-    "papers quote: flops / 2). Implied by --layers, --channels and --dataset.",
+    "flops (forward, per image, a multiply-add counted as 2 FLOPs; rnn: per token) and "
+    "mult_adds (the unit papers quote: flops / 2). Implied by --layers, --channels, --dataset, "
+    "--hidden and --vocab.",
 )
 @click.option(
     "--layers",
@@ -354,10 +400,24 @@ def _print_table(rows: list[dict]) -> None:
 )
 @click.option(
     "--dataset",
-    type=click.Choice(DATASETS),
+    type=click.Choice(IMAGE_DATASETS),
     default=None,
     help=f"Image shape and classes for the counts (default {DEFAULT_COUNT_DATASET}: 3x32x32; "
     "digits: 1x8x8); no data is read.",
+)
+@click.option(
+    "--hidden",
+    type=click.IntRange(1, MAX_HIDDEN),
+    default=None,
+    metavar="H",
+    help=f"rnn: hidden size of the final network (default {DEFAULT_COUNT_HIDDEN}, the authors').",
+)
+@click.option(
+    "--vocab",
+    type=click.IntRange(1, MAX_VOCAB),
+    default=None,
+    metavar="V",
+    help=f"rnn: vocabulary size (default {DEFAULT_COUNT_VOCAB:,}, Penn Treebank's).",
 )
 def info(
     source: str,
@@ -368,36 +428,28 @@ def info(
     layers: int | None,
     channels: int | None,
     dataset: str | None,
+    hidden: int | None,
+    vocab: int | None,
 ) -> None:
     """Summarise the architectures in SOURCE (a file, or - for stdin: the default): ops (rnn:
     activations of nodes 1..N), skips, loose ends, depth.
 
-    With --counts (or --layers/--channels/--dataset) each record also gets the parameter,
-    FLOP and multiply-add counts of its final network, counted on the real module (this
-    imports torch). FLOPs count a multiply-add as 2; papers quote multiply-adds.
+    With --counts (or --layers/--channels/--dataset, rnn: --hidden/--vocab) each record also
+    gets the parameter, FLOP and multiply-add counts of its final network, counted on the real
+    module (this imports torch). FLOPs count a multiply-add as 2; papers quote multiply-adds.
     The table or the JSON is this command's data: it goes to stdout.
 
     \b
     Examples:
       enastool info best.arch --format json
       enastool info best.arch --layers 15 --channels 36 --dataset cifar10   # params and FLOPs
+      enastool info cell.arch --hidden 800 --vocab 10000                    # an rnn cell's network
     """
     records = load_input(source, space, from_format)
     rows = [{"record": r.index, **r.arch.summary()} for r in records]
-    if counts or layers is not None or channels is not None or dataset is not None:
-        import torch
-
-        from enastool.nn.counting import network_counts
-
-        shape = _count_setup(dataset or DEFAULT_COUNT_DATASET)
-
-        def measure(arch):
-            # On the meta device: shapes without storage, so the counts are exact, nothing is
-            # allocated and no kernel runs (seconds even for the largest architecture).
-            with torch.device("meta"):
-                return network_counts(arch, layers, channels, shape)
-
-        measured = _convert_each(records, measure)
+    options = {"layers": layers, "channels": channels, "dataset": dataset, "hidden": hidden, "vocab": vocab}
+    if counts or any(value is not None for value in options.values()):
+        measured = _convert_each(records, lambda arch: _counts(arch, options))
         for row, numbers in zip(rows, measured):
             row.update(numbers)
     if fmt == "json":

@@ -22,10 +22,10 @@ Events: ``start`` (``total_steps``, ``start_step``, ``epochs``, ``steps_per_epoc
 ``start_epoch``, ``device``, ...; with a ``description`` that line is printed instead of the
 epochs/steps line), ``tick`` (one per training step, ``step`` only: moves the bars, prints
 nothing), ``step`` and ``epoch`` (any numeric fields: loss, acc, ppl, reward, valid_acc,
-valid_ppl, images_per_s, tokens_per_s, ...), ``controller`` (one per controller update:
-reward, valid_acc, entropy, baseline, ``controller_step``, ``controller_updates``),
-``checkpoint`` (not shown: one per epoch is noise), ``done``. Unknown kinds are shown as plain
-lines.
+valid_ppl, images_per_s, tokens_per_s, ...), ``controller`` (one per strategy update: enas's
+reward, valid_acc, entropy, baseline, ``controller_step``, ``controller_updates``; nao's pool
+scores, EPD losses and generation counts, with an ``update`` naming the unit), ``checkpoint``
+(not shown: one per epoch is noise), ``done``. Unknown kinds are shown as plain lines.
 """
 
 from __future__ import annotations
@@ -59,6 +59,12 @@ SHOWN = (
     ("baseline", "baseline", "{:.3f}"),
     ("skip_rate", "skips", "{:.2f}"),
     ("drop_rate", "drop", "{:.2f}"),
+    ("pool_mean", "pool", "{:.3f}"),
+    ("new_mean", "new", "{:.3f}"),
+    ("epd_loss", "epd loss", "{:.4f}"),
+    ("pairwise_accuracy", "pairwise", "{:.3f}"),
+    ("hamming", "hamming", "{:.2f}"),
+    ("found", "found", "{:.0f}"),
 )
 HIDDEN = ("checkpoint",)  # event kinds the display leaves out
 LOADING = "loading torch, the data and the network"
@@ -298,13 +304,16 @@ class ProgressReporter:
         updates = event.get("controller_updates")
         done = event.get("controller_step")
         if self._display is not None:
-            if isinstance(done, int) and isinstance(updates, int) and updates > 0:
+            if isinstance(event.get("update"), str):  # the strategy names its unit
+                where = event["update"]
+            elif isinstance(done, int) and isinstance(updates, int) and updates > 0:
                 where = f"controller {(done - 1) % updates + 1}/{updates}"  # within this epoch
             else:
                 where = "controller"
             self._set_figures(f"{where}  {figures}")
         else:
-            self._line(f"{self.title}: controller {done if done is not None else ''}  {figures}".rstrip())
+            unit = f"  {event['update']}" if isinstance(event.get("update"), str) else ""
+            self._line(f"{self.title}: controller {done if done is not None else ''}{unit}  {figures}".rstrip())
 
     def _set_figures(self, figures: str) -> None:
         if self._display is not None and figures:

@@ -6,9 +6,9 @@ cannot work before torch loads, create the run directory, run the search with a 
 display on stderr; Ctrl-C / SIGTERM save a checkpoint and exit 130 / 143, and ``--resume RUN``
 continues it. stdout stays empty, or holds one JSON summary with ``--format json``.
 
-derive: sample and score architectures from a search run; the best go to stdout as records
-(or JSON with their scores), the ranking to stderr, so ``enastool derive RUN | enastool
-render - -o best.png`` works.
+derive: sample and score architectures from a search run (a nao run: rank the pool it scored
+last); the best go to stdout as records (or JSON with their scores), the ranking to stderr, so
+``enastool derive RUN | enastool render - -o best.png`` works.
 """
 
 from __future__ import annotations
@@ -45,6 +45,9 @@ SEARCH_OPTIONS: tuple[tuple[str, object], ...] = (
     ("layers", int),
     ("channels", int),
     ("num_blocks", int),
+    ("num_nodes", int),
+    ("hidden_size", int),
+    ("bptt", int),
     ("batch_size", int),
     ("val_size", int),
     ("lr_max", float),
@@ -53,6 +56,9 @@ SEARCH_OPTIONS: tuple[tuple[str, object], ...] = (
     ("grad_clip", float),
     ("controller_samples", int),
     ("controller_updates", int),
+    ("nao_pool", int),
+    ("nao_eval_every", int),
+    ("nao_epd_epochs", int),
     ("log_every", int),
     ("checkpoint_every", int),
 )
@@ -97,7 +103,8 @@ FORMATS = ("text", "json")
               help="Also log the metrics to RUN/tensorboard (needs enastool[tensorboard]); a "
                    "resumed run keeps logging there.")
 def search(out, preset, config_file, resume, assignments, fmt, quiet, tensorboard, **settings) -> None:
-    """Search architectures with shared weights (enas, random or oneshot; rnn: enas or random).
+    """Search architectures with shared weights (enas, random, oneshot or nao; rnn: enas,
+    random or nao).
 
     Progress goes to stderr (a bar on a terminal, one line per logged step elsewhere); the run
     directory gets config.toml, metrics.jsonl, metrics.csv, status.json and last.pt. Ctrl-C or
@@ -106,6 +113,8 @@ def search(out, preset, config_file, resume, assignments, fmt, quiet, tensorboar
     \b
     Examples:
       enastool search --space micro --out runs/demo        # smoke preset on the embedded digits
+      enastool search --space micro --strategy nao --out runs/nao
+      enastool search --space rnn --out runs/r             # smoke preset on the embedded pydoc corpus
       enastool search --space macro --data-dir data/cifar-10-batches-py --out runs/macro
       enastool search --resume runs/demo --format json     # after Ctrl-C; a summary on stdout
     """
@@ -140,7 +149,7 @@ def search(out, preset, config_file, resume, assignments, fmt, quiet, tensorboar
 
     title = f"search {config.space} {config.strategy}"
     if resume is None and preset is None and chosen != PAPER_PRESET and not quiet:
-        err_console.print(preset_note(title, chosen, config.dataset), markup=False, highlight=False,
+        err_console.print(preset_note(title, chosen, config), markup=False, highlight=False,
                           soft_wrap=True)
     interrupt = GracefulInterrupt()
     with ProgressReporter(title, quiet=quiet) as reporter:
@@ -211,65 +220,106 @@ def search_summary(run, config, result: dict) -> dict:
 @click.command(epilog=EXIT_HELP)
 @click.argument("run", metavar="RUN")
 @click.option("--samples", type=click.IntRange(1, MAX_COUNT), default=None,
-              help="Architectures to sample and score (default: the run's derive_samples).")
+              help="Architectures to sample and score (default: the run's derive_samples; "
+                   "not for nao runs, which rank their pool).")
 @click.option("--top", type=click.IntRange(1, MAX_COUNT), default=1, show_default=True,
               help="How many of the best to print.")
 @click.option("--batches", type=click.IntRange(1, MAX_COUNT), default=None,
               help="Validation minibatches scoring each architecture (default: the run's "
-                   "derive_batches; not set: the whole split).")
+                   "derive_batches; not set: the whole split; not for nao runs).")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
               help="text: one record per line; json: a list of objects with a score.")
 @click.option("--seed", type=click.IntRange(0, MAX_SEED), default=None,
-              help="Seed of the sampling (default: the run's seed).")
+              help="Seed of the sampling (default: the run's seed; not for nao runs).")
+@click.option("--predictor", is_flag=True,
+              help="Also give the score the run's learnt predictor expects (nao runs: the EPD's).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--quiet", is_flag=True, help="No progress display and no ranking table.")
-def derive(run, samples, top, batches, fmt, seed, device, quiet) -> None:
+def derive(run, samples, top, batches, fmt, seed, predictor, device, quiet) -> None:
     """Sample architectures from search RUN, score them with its shared weights, print the best.
 
     The best go to stdout as records (or JSON with their scores), the ranking table to stderr.
+    The score is higher for better architectures: validation accuracy for the image spaces,
+    80 / validation perplexity for rnn (the controller's reward; the table and JSON also
+    give the perplexity, valid_ppl). A nao run is ranked as it ends: its pool, by the
+    shared-weight scores of its last evaluation point (nothing is sampled or scored again).
 
     \b
     Examples:
       enastool derive runs/demo | enastool render - -o best.png
       enastool derive runs/demo --samples 200 --top 5 --format json
+      enastool derive runs/nao --top 3 --predictor
     """
     from enastool.encoding.textio import format_record
+    from enastool.runs import RunDir
 
+    opened = RunDir.open(run, kind="search")  # no torch: a wrong run fails at once
+    config = opened.config
     reporter = ProgressReporter(f"derive {run}", quiet=quiet)
     with reporter:
         reporter.status("importing torch")
+        from enastool.search.derive import check_predictor, predicted_scores
         from enastool.search.derive import derive as run_derive
-        from enastool.search.derive import open_search_run
+        from enastool.search.tasks import score_figures
 
-        if batches is None:
-            batches = open_search_run(run).config.derive_batches
+        if predictor:
+            check_predictor(opened)  # before any scoring
         reporter.status("loading the run's shared weights and data")
         # Per-architecture events make a bar on a terminal; in a log they would be noise.
         ranked = run_derive(run, samples=samples, batches=batches, seed=seed, device=device,
                             callback=reporter if reporter.live else None)
+    shown = ranked[: max(top, TABLE_ROWS)]
+    predicted = predicted_scores(run, [arch for arch, _ in shown]) if predictor else None
     best = ranked[:top]
     if fmt == "json":
-        rows = [json.dumps({**arch.to_dict(), "score": score}) for arch, score in best]
+        rows = []
+        for number, (arch, score) in enumerate(best):
+            row = {**arch.to_dict(), "score": score, **score_figures(config.space, score)}
+            if predicted is not None:
+                row["predicted"] = predicted[number]
+            rows.append(json.dumps(row))
         click.echo("[\n" + ",\n".join(rows) + "\n]" if rows else "[]")
     else:
         for arch, _ in best:
             click.echo(format_record(arch))
     if not quiet:
-        _ranking_table(run, ranked, top, batches)
+        _ranking_table(run, config, shown, len(ranked), top,
+                       config.derive_batches if batches is None else batches, predicted)
 
 
-def _ranking_table(run: str, ranked: list, top: int, batches: int | None) -> None:
+# How derive's table shows a score figure (``enastool.search.tasks.score_figures``).
+FIGURE_COLUMNS = {"valid_ppl": ("valid ppl", "{:.2f}")}
+
+
+def _ranking_table(run: str, config, shown: list, count: int, top: int, batches: int | None,
+                   predicted: list[float] | None) -> None:
     from rich.table import Table
 
     from enastool.encoding.textio import format_record
+    from enastool.search.strategies import STRATEGIES
+    from enastool.search.tasks import score_figures
 
-    scored_on = f"{batches} validation batches" if batches else "the whole validation split"
-    table = Table(title=f"{run}: {len(ranked)} distinct architectures, scored on {scored_on}",
-                  title_justify="left")
+    own = STRATEGIES[config.strategy].ranking_note
+    if own is not None:
+        title = f"{run}: {count} architectures, {own}"
+    else:
+        scored_on = f"{batches} validation batches" if batches else "the whole validation split"
+        title = f"{run}: {count} distinct architectures, scored on {scored_on}"
+    table = Table(title=title, title_justify="left")
     table.add_column("rank", justify="right")
     table.add_column("score", justify="right")
+    figure_names = list(score_figures(config.space, shown[0][1])) if shown else []
+    for name in figure_names:
+        table.add_column(FIGURE_COLUMNS.get(name, (name,))[0], justify="right")
+    if predicted is not None:
+        table.add_column("predicted", justify="right")
     table.add_column("architecture", overflow="fold")
-    for rank, (arch, score) in enumerate(ranked[: max(top, TABLE_ROWS)], start=1):
+    for rank, (arch, score) in enumerate(shown, start=1):
         marker = "*" if rank <= top else ""
-        table.add_row(f"{rank}{marker}", f"{score:.4f}", format_record(arch))
+        figures = score_figures(config.space, score)
+        cells = [f"{rank}{marker}", f"{score:.4f}"]
+        cells += [FIGURE_COLUMNS.get(name, (name, "{}"))[1].format(figures[name]) for name in figure_names]
+        if predicted is not None:
+            cells.append(f"{predicted[rank - 1]:.4f}")
+        table.add_row(*cells, format_record(arch))
     err_console.print(table)

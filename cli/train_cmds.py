@@ -1,7 +1,9 @@
 """``enastool train-final`` and ``enastool evaluate``.
 
 train-final trains one architecture from scratch into a run directory; evaluate reads a
-finished final run back (or scores architectures with a search run's shared weights).
+finished final run back (or scores architectures with a search run's shared weights). Image
+runs report accuracy, rnn runs perplexity (the trainer and evaluator of the space's data kind,
+``enastool.train``).
 
 Choices a user sees:
 
@@ -23,6 +25,9 @@ Choices a user sees:
   best.pt, the epoch with the best *test* accuracy: a figure selected on the test images).
 - ``--tta`` averages the logits of each image and its horizontal mirror. For digits mirroring
   does not preserve the label (the network never saw mirrored digits); it is allowed anyway.
+- rnn runs: best.pt is the epoch with the best *validation* perplexity, and evaluate reports
+  the weights NT-ASGD averaged once averaging started; ``--batch-size`` sets the parallel
+  test streams (default: the run's ``test_batch_size``, the reference's 1).
 
 Nothing here imports torch at module level, so ``--help`` is instant.
 """
@@ -89,6 +94,8 @@ def config_option(*names: str, field: str, **kwargs):
 OVERRIDE_OPTIONS = [
     config_option("--layers", field="layers", type=int),
     config_option("--channels", field="channels", type=int),
+    config_option("--hidden-size", field="hidden_size", type=int),
+    config_option("--bptt", field="bptt", type=int),
     config_option("--epochs", field="epochs", type=int),
     config_option("--batch-size", field="batch_size", type=int),
     config_option("--cutout", field="cutout", type=int),
@@ -108,7 +115,7 @@ OVERRIDE_OPTIONS = [
     config_option("--dtype", field="dtype", type=click.Choice(DTYPES)),
     click.option(
         "--channels-last/--no-channels-last", "channels_last", default=None,
-        help="channels-last memory format (not given: the config's, auto = on for CUDA)",
+        help="channels-last memory format (not given: the config's, auto = on)",
     ),
     config_option("--compile", field="compile", type=click.Choice(["auto", "on", "off"])),
 ]
@@ -130,14 +137,15 @@ def override_options(command):
 @space_option
 @from_option
 @click.option("--dataset", type=click.Choice(DATASETS), default=None,
-              help="Data set (default: cifar10 with --data-dir, else the embedded digits).")
+              help="Data set (default: cifar10 or ptb with --data-dir, else the embedded digits or pydoc).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the data set (default: $ENASTOOL_DATA_DIR or ~/.cache/enastool/data).")
 @click.option("--out", "out", metavar="RUN", type=click.Path(), default=None,
               help="New run directory (absent or empty).")
 @click.option("--preset", type=click.Choice(PRESETS), default=None,
               help="Settings to start from: paper (the authors'; the default with a data directory, "
-                   "CIFAR-10) or smoke (a minute on a CPU; the default on the embedded digits).")
+                   "CIFAR-10 or PTB) or smoke (a minute or two on a CPU; the default on the "
+                   "embedded digits and pydoc).")
 @click.option("--config", "config_file", metavar="FILE.toml", type=click.Path(dir_okay=False), default=None,
               help="TOML file of settings (a [final] table or flat keys); options given here win.")
 @click.option("--device", default=None, help=FinalConfig.help("device"))
@@ -155,7 +163,8 @@ def override_options(command):
                    "resumed run keeps logging there.")
 def train_final(source, space, from_format, dataset, data_dir, out, preset, config_file, device, assignments,
                 resume, fmt, quiet, tensorboard, **overrides):
-    """Train the one architecture in SOURCE from scratch; report test accuracy as it goes.
+    """Train the one architecture in SOURCE from scratch; report test accuracy (rnn: validation
+    perplexity, then test perplexity) as it goes.
 
     SOURCE is a file or - (stdin) holding exactly one architecture record, in any text form
     enastool reads. The run directory RUN gets config.toml, metrics.jsonl, arch.txt and the
@@ -219,7 +228,7 @@ def train_final(source, space, from_format, dataset, data_dir, out, preset, conf
         run_path = out
         note_run(run_path, f"enastool train-final --resume {run_path}", created=False)
         if preset is None and chosen != PAPER_PRESET and not quiet and launched_rank() == 0:
-            click.echo(preset_note(TITLE, chosen, config.dataset), err=True)
+            click.echo(preset_note(TITLE, chosen, config), err=True)
 
     result, is_main = run_training(arch, config, run_path, resume=resume is not None, quiet=quiet,
                                    tensorboard=tensorboard)
@@ -284,8 +293,12 @@ def run_training(arch, config, run_path, *, resume: bool, quiet: bool,
         reporter.status("importing torch")
         from enastool.runs import RunDir
         from enastool.train import distributed
-        from enastool.train.trainer import build_final_trainer
+        from enastool.train.trainer import build_final_trainer, final_trainer_class
 
+        launched = distributed.env_info()
+        if launched.enabled and not final_trainer_class(config.space).multi_process:
+            fail(f"{config.space} final training runs in one process, but WORLD_SIZE={launched.world_size} "
+                 "says torchrun started several; run enastool train-final without torchrun")
         info, _ = distributed.init_distributed(config.device)
         try:
             # Every rank checked the folder above; nobody creates it before all have looked.
@@ -316,11 +329,24 @@ def run_training(arch, config, run_path, *, resume: bool, quiet: bool,
 
 
 def summary_line(result: dict, run_path) -> str:
+    if "test_ppl" in result:  # a language model's result
+        return perplexity_summary(result, run_path)
     best = result.get("best_accuracy")
     best_text = f", best {best:.4f} at epoch {result['best_epoch']}" if best is not None and best >= 0 else ""
     final = result.get("test_accuracy")
     final_text = f"{final:.4f}" if final is not None else "n/a"
     return (f"{TITLE}: test accuracy {final_text} after {result['epoch']} epochs{best_text} "
+            f"({result['seconds']:.0f}s); run {run_path}")
+
+
+def perplexity_summary(result: dict, run_path) -> str:
+    best = result.get("best_valid_ppl")
+    best_text = f", best validation {best:.2f} at epoch {result['best_epoch']}" if best is not None else ""
+    final = result.get("test_ppl")
+    final_text = f"{final:.2f}" if final is not None else "n/a"
+    averaged = result.get("averaging_epoch")
+    asgd_text = f", weights averaged from epoch {averaged}" if averaged else ""
+    return (f"{TITLE}: test perplexity {final_text} after {result['epoch']} epochs{best_text}{asgd_text} "
             f"({result['seconds']:.0f}s); run {run_path}")
 
 
@@ -404,26 +430,31 @@ class RankAgreement:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding the data set (default: the run's).")
 @click.option("--split", type=click.Choice(EVAL_SPLITS), default=None,
-              help="test (default) or valid: the search's held-out images, which final training also trained on.")
+              help="test (default) or valid: the search's held-out images, which final training also "
+                   "trained on (rnn: the corpus's valid split, which it validated on).")
 @click.option("--checkpoint", type=click.Choice(list(CHECKPOINT_CHOICES)), default=None,
               help="last (default: the network at the end of training) or best (the epoch with "
-                   "the best test accuracy, so selected on the test images).")
+                   "the best test accuracy, so selected on the test images; rnn: the best "
+                   "validation perplexity).")
 @click.option("--tta", is_flag=True, help="Average the logits of each image and its mirror image.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
               help="table (default) or json, on stdout.")
 @click.option("--batch-size", type=click.IntRange(1, MAX_BATCH_SIZE), default=None,
-              help="Evaluation batch (default: 2 x the run's).")
+              help="Evaluation batch (default: 2 x the run's; rnn: parallel test streams, default the run's test_batch_size).")
 @click.option("--batches", type=click.IntRange(1, MAX_COUNT), default=None,
               help="Search run: score on this many validation minibatches (default: the whole split).")
 @click.option("--device", default="auto", show_default=True, help="auto (cuda when available), cpu, cuda or cuda:N")
 def evaluate(run_path, arch_source, space, from_format, dataset, data_dir, split, checkpoint, tta, fmt, batch_size,
              batches, device):
-    """Accuracy, loss, parameter count and image count of a final run's network.
+    """Accuracy, loss, parameter count and image count of a final run's network (rnn: perplexity,
+    loss, parameter count and token count).
 
     With a search run and --arch SOURCE: one score per architecture in SOURCE, measured with
-    the run's shared weights. JSON keys: accuracy, loss, params, images (and run, checkpoint,
-    epoch, dataset, split, tta, arch, params_without_aux). The table or the JSON is this
-    command's data: it goes to stdout.
+    the run's shared weights (rnn: 80 / validation perplexity, and the perplexity). JSON keys:
+    accuracy, loss, params, images (and run, checkpoint, epoch, dataset, split, tta, arch,
+    params_without_aux); rnn: perplexity, loss, params, tokens (and run, checkpoint, epoch,
+    dataset, split, batch_size, averaged, arch). The table or the JSON is this command's data:
+    it goes to stdout.
 
     \b
     Examples:
@@ -459,16 +490,32 @@ def evaluate(run_path, arch_source, space, from_format, dataset, data_dir, split
     if fmt == "json":
         click.echo(json.dumps(report, indent=2))
     else:
-        print_rows([
-            ("run", report["run"]),
-            ("arch", report["arch"]),
-            ("checkpoint", f"{report['checkpoint']} (epoch {report['epoch']})"),
-            ("data", f"{report['dataset']} {report['split']}{' with tta' if report['tta'] else ''}"),
-            ("accuracy", f"{report['accuracy']:.4f}"),
-            ("loss", f"{report['loss']:.4f}"),
-            ("params", f"{report['params']:,}"),
-            ("images", f"{report['images']:,}"),
-        ])
+        print_rows(report_rows(report))
+
+
+# The figures of an evaluation report, in table order, with their formats; a report shows
+# those it has (images: accuracy and images; rnn: perplexity and tokens).
+REPORT_FIGURES = (
+    ("accuracy", "{:.4f}"),
+    ("perplexity", "{:.2f}"),
+    ("loss", "{:.4f}"),
+    ("params", "{:,}"),
+    ("images", "{:,}"),
+    ("tokens", "{:,}"),
+)
+
+
+def report_rows(report: dict) -> list[tuple[str, str]]:
+    checkpoint = f"{report['checkpoint']} (epoch {report['epoch']})"
+    if report.get("averaged"):
+        checkpoint += ", NT-ASGD averaged weights"
+    data = f"{report['dataset']} {report['split']}"
+    if report.get("tta"):
+        data += " with tta"
+    if "batch_size" in report:
+        data += f", {report['batch_size']} stream{'s' if report['batch_size'] != 1 else ''}"
+    rows = [("run", report["run"]), ("arch", report["arch"]), ("checkpoint", checkpoint), ("data", data)]
+    return rows + [(name, fmt.format(report[name])) for name, fmt in REPORT_FIGURES if name in report]
 
 
 def print_rows(rows) -> None:
@@ -489,12 +536,15 @@ def score_search_run(run, arch_source, space, from_format, batches, device, fmt)
     with status_display("evaluate") as reporter:
         reporter.status("importing torch")
         from enastool.search.derive import score_architectures
+        from enastool.search.tasks import score_figures
 
         reporter.status("loading the shared weights and the data")
         scores = score_architectures(run.path, archs, batches=batches, device=device, callback=reporter)
-    rows = [{"arch": f"{a.space} {a.format()}", "score": float(s)} for a, s in zip(archs, scores)]
+    rows = [{"arch": f"{a.space} {a.format()}", "score": float(s), **score_figures(run.config.space, float(s))}
+            for a, s in zip(archs, scores)]
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
-    for row in rows:
-        click.echo(f"{row['score']:.4f}  {row['arch']}")
+    for row in rows:  # score, then each figure as "name value", then the record
+        figures = "".join(f"  {name} {value:.2f}" for name, value in row.items() if name not in ("arch", "score"))
+        click.echo(f"{row['score']:.4f}{figures}  {row['arch']}")

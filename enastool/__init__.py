@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 # `import enastool` stays instant and torch-free.
 _LAZY = {
     "parse": "api", "build_network": "api", "load_run": "api", "TrainedRun": "api",
+    "TrainedTextRun": "api",
     "EnasError": "errors",
 }
 

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .encoding.spaces import IMAGES, Arch, data_kind
+from .encoding.spaces import IMAGES, TEXT, Arch, data_kind
 from .encoding.textio import parse_text
 from .errors import EnasError
 
 if TYPE_CHECKING:  # torch is imported by the functions that need it, not by this module
     import torch
 
-__all__ = ["TrainedRun", "build_network", "load_run", "parse"]
+__all__ = ["TrainedRun", "TrainedTextRun", "build_network", "load_run", "parse"]
 
 
 def parse(text: str, space: str | None = None) -> Arch:
@@ -115,11 +115,47 @@ class TrainedRun:
             return network(images.to(next(network.parameters()).device))
 
 
-def load_run(path: str | Path, *, checkpoint: str | None = None, device: str = "cpu") -> TrainedRun:
-    """The trained network of final run ``path`` with everything needed to use it.
+@dataclass(frozen=True)
+class TrainedTextRun:
+    """A trained final run of the rnn space: its language model (``enastool.nn.recurrent.
+    RecurrentNet`` in eval mode, holding the weights NT-ASGD reports), architecture and
+    configuration. ``predict`` takes token ids as the run's corpus numbers them."""
+
+    path: Path
+    network: "torch.nn.Module"  # RecurrentNet: (tokens [N, T], state=None) -> LMOutput
+    arch: Arch
+    config: Any  # the run's FinalConfig
+    checkpoint: str
+    epoch: int
+    dataset: str
+    vocab_size: int
+    hidden_size: int
+    averaged: bool  # the weights are NT-ASGD's running mean
+
+    def predict(self, tokens: "torch.Tensor", state: "torch.Tensor | None" = None):
+        """(logits [N, T, vocab_size], state [N, hidden_size]) of token ids [N, T], in eval mode,
+        no grad; ``state`` None starts from zeros, the returned state continues the text."""
+        import torch
+
+        if tokens.dim() != 2 or tokens.dtype not in (torch.int64, torch.int32):
+            raise EnasError(f"predict: tokens of shape {tuple(tokens.shape)} and dtype {tokens.dtype}, "
+                            "expected integer token ids N x T")
+        if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
+            raise EnasError(f"predict: token ids must lie in 0..{self.vocab_size - 1} (the vocabulary "
+                            f"of {self.dataset})")
+        device = next(self.network.parameters()).device
+        with torch.no_grad():
+            output = self.network(tokens.long().to(device), state=None if state is None else state.to(device))
+        return output.logits, output.state
+
+
+def load_run(path: str | Path, *, checkpoint: str | None = None,
+             device: str = "cpu") -> TrainedRun | TrainedTextRun:
+    """The trained network of final run ``path`` with everything needed to use it: a
+    :class:`TrainedRun` for the image spaces, a :class:`TrainedTextRun` for rnn.
 
     ``checkpoint``: "last" (the default when present: the network at the end of training) or
-    "best" (the epoch with the best test accuracy). ``device``: "cpu", "cuda", "auto", ...
+    "best" (the epoch with the best test accuracy; rnn: validation perplexity). ``device``: "cpu", "cuda", "auto", ...
     The run directory is checked as every command checks it (``RunDir.open``), and the
     checkpoint loads with ``weights_only=True``.
     """
@@ -158,5 +194,27 @@ def _load_image_run(run, checkpoint: str | None, device: str) -> TrainedRun:
     )
 
 
+def _load_text_run(run, checkpoint: str | None, device: str) -> TrainedTextRun:
+    from .train.device import resolve_device
+    from .train.evaluate import final_checkpoint_name
+    from .train.lm import load_lm_checkpoint
+
+    name = final_checkpoint_name(run, checkpoint)
+    network, arch, state = load_lm_checkpoint(run, name)  # no corpus: nothing to read but the run
+    average = state.get("average")
+    return TrainedTextRun(
+        path=run.path,
+        network=network.to(resolve_device(device)).eval(),
+        arch=arch,
+        config=run.config,
+        checkpoint=name,
+        epoch=int(state.get("epoch", 0)),
+        dataset=run.config.dataset,
+        vocab_size=int(state["network"]["vocab_size"]),
+        hidden_size=run.config.hidden_size,
+        averaged=average is not None and int(average["count"]) > 0,
+    )
+
+
 # How a final run of each data kind (``enastool.encoding.spaces.DATA_KINDS``) is loaded.
-_LOADERS = {IMAGES: _load_image_run}
+_LOADERS = {IMAGES: _load_image_run, TEXT: _load_text_run}

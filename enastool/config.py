@@ -4,15 +4,24 @@ A configuration is resolved in layers, each later one winning:
 
     dataclass defaults  <  preset ("paper" or "smoke")  <  TOML file (--config)  <  CLI options
 
-The ``paper`` preset is the authors' settings table (reference sec. 4); ``smoke`` is the same
-recipe shrunk to run on the small ``digits`` data set in about a minute on two CPU cores. Both
-live in the tables below, so every number with a meaning is written down exactly once. A
-search preset is the space's column plus the additions of its strategy
-(``STRATEGY_PRESETS``: ghost batch norm is on for one-shot search only).
+The ``paper`` preset is the authors' settings table (reference sec. 4 for the image spaces,
+sec. 8 for rnn); ``smoke`` is the same recipe shrunk to run on an embedded data set (``digits``
+images, the ``pydoc`` corpus) in a minute or two on two CPU cores. Both live in the tables
+below, so every number with a meaning is written down exactly once. A search preset is the
+space's column plus the additions of its strategy (``STRATEGY_PRESETS``: ghost batch norm is on
+for one-shot search only).
 
-``l2`` means the authors' flag in both kinds of run: ``l2 * sum(w ** 2)`` added to the loss
-over every trainable parameter, i.e. an SGD weight decay of ``2 * l2``
-(``enastool.train.trainer.parameter_groups``).
+Data sets belong to a data kind (``enastool.encoding.spaces.DATA_KINDS``: images for macro and
+micro, text for rnn); a space accepts the data sets of its kind only, and without a
+``dataset`` it reads its kind's embedded one, or the one a ``data_dir`` holds (CIFAR-10, PTB).
+
+``l2`` means the authors' flag in every run: ``l2 * sum(w ** 2)`` added to the loss, a gradient
+of ``2 * l2 * w``. The image spaces apply it as an SGD weight decay of ``2 * l2`` on every
+trainable parameter (``enastool.train.trainer.parameter_groups``); rnn adds the term to the loss
+itself, as the authors' language-model code does (search: the matrices the sampled cell used;
+final: every weight), with no SGD decay on top. ``lr_min = lr_max`` makes the cosine schedule
+the authors' constant rnn rate. Settings that only some spaces read say so in their help
+(``macro:``, ``micro:``, ``rnn:``); the others leave them alone.
 
 Every numeric setting has a checked range (``RULES``), upper bound included, so a typo such as
 ``epochs = 9223372036854775807`` or ``--seed 99999999999999999999999`` is one line naming the
@@ -41,14 +50,27 @@ else:  # pragma: no cover - Python 3.10
 from .encoding import SPACES, space_class
 from .encoding.macro import MAX_LAYERS
 from .encoding.micro import MAX_BLOCKS
+from .encoding.recurrent import MAX_NODES
+from .encoding.spaces import DATA_KINDS, IMAGES, TEXT, data_kind
+from .encoding.tokens import build_token_scheme
 from .errors import EnasError
 
-STRATEGIES = ("enas", "random", "oneshot")
-DATASETS = ("digits", "cifar10")
-# Whether a data set is read from a data directory (digits comes with scikit-learn).
-DATASET_READS_FILES = {"digits": False, "cifar10": True}
-DEFAULT_DATASET = "digits"  # embedded, offline: the data set when no data directory is given
-DEFAULT_DATASET_WITH_DIR = "cifar10"
+STRATEGIES = ("enas", "random", "oneshot", "nao")
+NAO = "nao"  # the strategy whose settings are checked together (``_nao_problems``)
+# The strategies of a space where not all apply. One-shot needs a supernet that runs every
+# candidate at once; the recurrent supernet runs one cell (the sum over every activation and
+# input of every node is not a cell of the reference, and would cost 36x a cell at N = 8).
+SPACE_STRATEGIES: dict[str, tuple[str, ...]] = {"rnn": ("enas", "random", NAO)}
+# Data sets by data kind: (embedded, offline default; the one a data directory holds). The
+# names are the registries' (enastool.data), written here because this module never imports
+# torch; a test checks that they agree.
+IMAGE_DATASETS = ("digits", "cifar10")
+TEXT_DATASETS = ("pydoc", "ptb")
+DATASETS_OF_KIND: dict[str, tuple[str, str]] = {IMAGES: IMAGE_DATASETS, TEXT: TEXT_DATASETS}
+DATASETS = IMAGE_DATASETS + TEXT_DATASETS
+# Whether a data set is read from a data directory (the embedded ones are not).
+DATASET_READS_FILES = {name: with_dir for kind in DATASETS_OF_KIND.values()
+                       for name, with_dir in zip(kind, (False, True))}
 # The side of each image data set's square images (enastool.data's cifar10.SIZE and digits.SIZE,
 # written here because this module never imports torch; a test checks that they agree).
 IMAGE_SIDES = {"digits": 8, "cifar10": 32}
@@ -170,9 +192,23 @@ class _Config:
         lr_max, lr_min = getattr(self, "lr_max"), getattr(self, "lr_min")
         if lr_min > lr_max:
             found.append(("lr_min", f"must not exceed lr_max = {lr_max}"))
+        if self.space in SPACES and not found_for(found, "dataset", "space"):
+            kind = data_kind(self.space)
+            choices = DATASETS_OF_KIND[kind]
+            if self.dataset not in choices:
+                found.append(("dataset", f"is not a data set of the {self.space} space ({kind}): "
+                                         f"choose {' or '.join(choices)}"))
+        strategy = getattr(self, "strategy", None)
+        allowed = SPACE_STRATEGIES.get(self.space, STRATEGIES)
+        if strategy is not None and strategy in STRATEGIES and strategy not in allowed:
+            found.append(("strategy", f"is not available for the {self.space} space: choose "
+                                      f"{' or '.join(allowed)}"))
         if self.data_dir is not None and not DATASET_READS_FILES.get(self.dataset, True):
+            with_dir = next((kind[1] for kind in DATASETS_OF_KIND.values() if self.dataset in kind), "")
             found.append(("data_dir", f"does not apply to the {self.dataset} data set, which needs no "
-                                      "files; drop it, or use the cifar10 data set"))
+                                      f"files; drop it, or use the {with_dir} data set"))
+        if strategy == NAO:
+            found += _nao_problems(self)
         ghost, batch = getattr(self, "ghost_batch_size", 0), self.batch_size
         if ghost and batch % ghost:  # equal ghosts: every statistic over the same number of images
             found.append(
@@ -203,12 +239,14 @@ class SearchConfig(_Config):
     # what and where
     space: str = setting("macro", "search space: macro, micro or rnn")
     strategy: str = setting(
-        "enas", "enas (controller, REINFORCE), random (uniform, weight sharing) or oneshot"
+        "enas", "enas (controller, REINFORCE), random (uniform, weight sharing), oneshot (macro "
+        "and micro) or nao (NAO-WS: a pool improved by an encoder-predictor-decoder)"
     )
-    dataset: str = setting("cifar10", "data set: cifar10 or digits")
+    dataset: str = setting("cifar10", "data set: cifar10 or digits (images), ptb or pydoc (rnn)")
     data_dir: str | None = setting(None, "folder holding the data set; not set = default place")
     val_size: int | None = setting(
-        None, "training images held out for validation; not set = the data set's standard split"
+        None, "images: training images held out for validation; not set = the data set's "
+        "standard split (rnn: the corpus's valid split)"
     )
     seed: int = setting(0, "seed of every random number generator")
     device: str = setting("auto", "auto (cuda when available), cpu, cuda or cuda:N")
@@ -224,11 +262,12 @@ class SearchConfig(_Config):
     l2: float = setting(
         2.5e-4,
         "the authors' L2 flag: l2 x sum(w^2) joins the loss, so SGD decays each parameter a "
-        "step trains by 2 x l2 (torch weight_decay = 2 x l2)",
+        "step trains by 2 x l2 (torch weight_decay = 2 x l2); rnn: the term itself joins the "
+        "loss, over the sampled cell's matrices",
     )
     keep_prob: float = setting(0.9, "keep probability of the dropout before the classifier")
     lr_max: float = setting(0.05, "learning rate at the start of each cosine cycle")
-    lr_min: float = setting(5e-4, "learning rate at the end of each cosine cycle")
+    lr_min: float = setting(5e-4, "learning rate at the end of each cosine cycle (= lr_max: constant)")
     lr_t0: int = setting(10, "epochs of the first cosine cycle")
     lr_tmul: int = setting(2, "each cosine cycle is this many times longer than the last")
     momentum: float = setting(0.9, "SGD momentum")
@@ -241,6 +280,20 @@ class SearchConfig(_Config):
         0, "supernet batch norm takes its statistics per ghost batch of this many images; "
         "must divide batch_size (0 = the whole batch; the oneshot presets turn it on)"
     )
+
+    # recurrent cells (space rnn; reference sec. 8)
+    num_nodes: int = setting(8, "rnn: nodes of a cell after node 0 (N)")
+    hidden_size: int = setting(200, "rnn: hidden state and embedding size (H)")
+    bptt: int = setting(35, "rnn: BPTT window in tokens (training: random around it, lr x length / bptt)")
+    drop_words: float = setting(0.10, "rnn: drop rate of whole embedding rows (words)")
+    drop_embedding: float = setting(0.20, "rnn: drop rate of the embedding output")
+    drop_inputs: float = setting(0.75, "rnn: drop rate of the cell input x")
+    drop_hidden: float = setting(0.25, "rnn: drop rate between nodes (and of the state read by node 0)")
+    drop_output: float = setting(0.75, "rnn: drop rate of the cell output before the softmax")
+    drop_weights: float = setting(0.0, "rnn: DropConnect rate of the recurrent matrices")
+    alpha: float = setting(0.0, "rnn: weight of the activation L2 penalty, mean(out^2)")
+    beta: float = setting(1.0, "rnn: weight of the slowness penalty, mean((out_t+1 - out_t)^2)")
+    init_range: float = setting(0.04, "rnn: weights start uniform in [-init_range, init_range]")
 
     # controller (strategy enas)
     controller_lr: float = setting(1e-3, "controller Adam learning rate")
@@ -257,6 +310,9 @@ class SearchConfig(_Config):
     baseline_decay: float = setting(0.99, "decay of the moving-average reward baseline")
     skip_target: float = setting(0.4, "macro: target skip-connection rate")
     skip_weight: float = setting(0.8, "macro: weight of the KL penalty toward skip_target")
+    distance_prior: float = setting(
+        6.0, "rnn: prev-index logits minus (l - j)^2 / this, a prior toward near nodes (0 = none)"
+    )
 
     # one-shot (strategy oneshot)
     oneshot_drop_max: float = setting(
@@ -264,6 +320,20 @@ class SearchConfig(_Config):
         "probability r^(1/k), all k with probability r"
     )
     oneshot_drop_ramp: float = setting(1.0, "fraction of the epochs over which r ramps up from 0")
+
+    # NAO-WS (strategy nao)
+    nao_pool: int = setting(600, "architectures in the pool; the shared weights train on them")
+    nao_eval_every: int = setting(
+        50, "epochs between evaluation points (and one after the last epoch): the pool is "
+        "scored, and the encoder-predictor-decoder trained and run on it"
+    )
+    nao_score_examples: int = setting(
+        500, "validation examples (images) of the one fixed batch every pool member is scored on"
+    )
+    nao_epd_epochs: int = setting(1000, "training epochs of the encoder-predictor-decoder per round")
+    nao_top: int = setting(100, "the best of the pool that generation starts from")
+    nao_new: int = setting(300, "new architectures generated per round; they replace the worst")
+    nao_max_eta: int = setting(50, "largest step size of generation (eta = 1, 2, ... until enough are new)")
 
     # derive (after the search)
     derive_samples: int = setting(100, "architectures sampled and scored by derive")
@@ -285,7 +355,7 @@ class FinalConfig(_Config):
     # what and where
     space: str = setting("macro", "search space of the architecture: macro, micro or rnn")
     arch: str | None = setting(None, "the architecture's integer encoding, kept for resume")
-    dataset: str = setting("cifar10", "data set: cifar10 or digits")
+    dataset: str = setting("cifar10", "data set: cifar10 or digits (images), ptb or pydoc (rnn)")
     data_dir: str | None = setting(None, "folder holding the data set; not set = default place")
     seed: int = setting(0, "seed of every random number generator")
     device: str = setting("auto", "auto (cuda when available), cpu, cuda or cuda:N")
@@ -301,13 +371,13 @@ class FinalConfig(_Config):
     l2: float = setting(
         2e-4,
         "the authors' L2 flag: l2 x sum(w^2) over every parameter joins the loss, so SGD "
-        "decays by 2 x l2 (torch weight_decay = 2 x l2)",
+        "decays by 2 x l2 (torch weight_decay = 2 x l2); rnn: the term itself joins the loss",
     )
     keep_prob: float = setting(0.5, "keep probability of the dropout before the classifier")
     drop_path_keep: float = setting(1.0, "micro: drop-path keep probability (1.0 = off)")
     aux_weight: float = setting(0.0, "micro: loss weight of the auxiliary head (0 = no head)")
     lr_max: float = setting(0.05, "learning rate at the start of each cosine cycle")
-    lr_min: float = setting(1e-3, "learning rate at the end of each cosine cycle")
+    lr_min: float = setting(1e-3, "learning rate at the end of each cosine cycle (= lr_max: constant)")
     lr_t0: int = setting(10, "epochs of the first cosine cycle")
     lr_tmul: int = setting(2, "each cosine cycle is this many times longer than the last")
     momentum: float = setting(0.9, "SGD momentum")
@@ -317,8 +387,28 @@ class FinalConfig(_Config):
     augment_flip: bool = setting(True, "random horizontal flips")
     cutout: int = setting(0, "cutout square size in pixels (0 = off)")
 
+    # recurrent cells (space rnn; reference sec. 8)
+    hidden_size: int = setting(800, "rnn: hidden state and embedding size (H)")
+    bptt: int = setting(35, "rnn: BPTT window in tokens (training: random around it, lr x length / bptt)")
+    drop_words: float = setting(0.125, "rnn: drop rate of whole embedding rows (words)")
+    drop_embedding: float = setting(0.175, "rnn: drop rate of the embedding output")
+    drop_inputs: float = setting(0.725, "rnn: drop rate of the cell input x")
+    drop_hidden: float = setting(0.225, "rnn: drop rate between nodes (and of the state read by node 0)")
+    drop_output: float = setting(0.75, "rnn: drop rate of the cell output before the softmax")
+    drop_weights: float = setting(0.0, "rnn: DropConnect rate of the recurrent matrices")
+    alpha: float = setting(0.7, "rnn: weight of the activation L2 penalty, mean(out^2)")
+    beta: float = setting(0.0, "rnn: weight of the slowness penalty, mean((out_t+1 - out_t)^2)")
+    init_range: float = setting(0.05, "rnn: weights start uniform in [-init_range, init_range]")
+    nonmono: int = setting(
+        10, "rnn: NT-ASGD starts averaging when the validation perplexity is worse than the "
+        "best before the last this-many evaluations"
+    )
+    test_batch_size: int = setting(
+        1, "rnn: parallel streams of the test evaluation (the reference: 1, the state carried)"
+    )
+
     # bookkeeping
-    eval_every: int = setting(1, "epochs between test-set evaluations")
+    eval_every: int = setting(1, "epochs between test-set evaluations (rnn: validation; test at the end)")
     log_every: int = setting(50, "training steps between metric records")
     checkpoint_every: int = setting(1, "epochs between checkpoints")
 
@@ -326,8 +416,14 @@ class FinalConfig(_Config):
 CONFIG_CLASSES: dict[str, type[_Config]] = {"search": SearchConfig, "final": FinalConfig}
 
 
+def found_for(found: list[tuple[str, str]], *names: str) -> bool:
+    """Whether ``found`` already has a problem with one of the fields ``names``."""
+    return any(name in names for name, _ in found)
+
+
 # --------------------------------------------------------------------------------------------
-# Presets. PAPER is reference sec. 4, column by column; SMOKE shrinks it for digits on a CPU.
+# Presets. PAPER is reference sec. 4 (images) and sec. 8 (rnn), column by column; SMOKE shrinks
+# it for the embedded data sets on a CPU.
 # Only the keys that differ from the dataclass defaults would be needed; all table rows are
 # listed anyway so that each column can be read against the reference.
 # --------------------------------------------------------------------------------------------
@@ -350,6 +446,18 @@ PAPER: dict[str, dict[str, dict[str, Any]]] = {
             # The table's drop-path keep 0.6 for the micro search is not here: the authors'
             # search child applies drop path only to fixed architectures, and so does enastool.
         ),
+        "rnn": dict(
+            num_nodes=8, hidden_size=200, batch_size=128, bptt=35, epochs=600,
+            # plain SGD at a constant 20 (lr_min = lr_max), times length / bptt per window
+            lr_max=20.0, lr_min=20.0, momentum=0.0, nesterov=False, grad_clip=0.1, l2=8e-7,
+            init_range=0.04, drop_words=0.10, drop_embedding=0.20, drop_inputs=0.75,
+            drop_hidden=0.25, drop_output=0.75, drop_weights=0.0, alpha=0.0, beta=1.0,
+            controller_samples=10, controller_updates=25, controller_lr=5e-5,
+            controller_beta1=0.9, controller_eps=1e-8,  # TensorFlow's Adam defaults
+            lstm_size=64, lstm_layers=1, temperature=5.0, tanh_constant=2.25,
+            op_tanh_reduce=1.0, distance_prior=6.0, entropy_weight=1e-5, baseline_decay=0.999,
+            skip_weight=0.0,  # the skip penalty is a macro-controller term
+        ),
     },
     "final": {
         "macro": dict(
@@ -362,6 +470,13 @@ PAPER: dict[str, dict[str, dict[str, Any]]] = {
             l2=2e-4, keep_prob=0.8, drop_path_keep=0.6, lr_max=0.05, lr_min=1e-4,
             lr_t0=10, lr_tmul=2, aux_weight=0.4, cutout=16,  # cutout: the 2.89% result
         ),
+        "rnn": dict(
+            hidden_size=800, batch_size=64, bptt=35, epochs=3000,
+            lr_max=20.0, lr_min=20.0, momentum=0.0, nesterov=False, grad_clip=0.25, l2=8e-7,
+            init_range=0.05, drop_words=0.125, drop_embedding=0.175, drop_inputs=0.725,
+            drop_hidden=0.225, drop_output=0.75, drop_weights=0.0, alpha=0.7, beta=0.0,
+            nonmono=10, test_batch_size=1, eval_every=1,
+        ),
     },
 }
 
@@ -372,6 +487,12 @@ PAPER: dict[str, dict[str, dict[str, Any]]] = {
 # 10 epochs reach 97.8-99.5% on every architecture measured (random and the authors' cells of
 # both spaces, pooling-only ones included), 2-25 s on one CPU thread; 20 gained nothing.
 SMOKE_FINAL_EPOCHS = 10
+# rnn on the pydoc corpus (1,700 words, 55k training tokens): a small network with lighter
+# dropout than the paper's, which regularises 24M weights on PTB for thousands of epochs.
+SMOKE_RNN_NETWORK = dict(
+    hidden_size=64, drop_words=0.05, drop_embedding=0.1, drop_inputs=0.3, drop_hidden=0.1,
+    drop_output=0.3, drop_weights=0.0,
+)
 SMOKE: dict[str, dict[str, dict[str, Any]]] = {
     "search": {
         "all": dict(
@@ -395,6 +516,7 @@ SMOKE: dict[str, dict[str, dict[str, Any]]] = {
             # 2: 0.55, 0.34, 0.33 at 0.1; 0.45, 0.24 for seeds 0, 1 at 0.05).
             lr_max=0.1,
         ),
+        "rnn": dict(SMOKE_RNN_NETWORK, epochs=6, batch_size=32, log_every=10),
     },
     "final": {
         "all": dict(
@@ -405,18 +527,59 @@ SMOKE: dict[str, dict[str, dict[str, Any]]] = {
         ),
         "macro": dict(layers=4),  # replaced by the architecture's own layer count
         "micro": dict(layers=3),
+        "rnn": dict(
+            SMOKE_RNN_NETWORK, epochs=12, batch_size=32, lr_max=20.0, lr_min=20.0, l2=8e-7,
+            alpha=0.0, nonmono=5, eval_every=1, log_every=10,
+        ),
     },
 }
 
-# Additions to a search preset for one strategy, applied after the space's column. Ghost batch
-# norm (Bender et al.'s one-shot training): the paper's batches of 128 (macro) and 160 (micro)
-# in ghosts of 32, the smoke batch of 64 in ghosts of 16. Bender et al. trained with larger
-# batches; the ghost size they used could not be checked here, so these are enastool's choice.
+# Additions to a search preset for one strategy, applied after the space's column: first the
+# strategy's "all" keys, then those of the space. Ghost batch norm (Bender et al.'s one-shot
+# training): the paper's batches of 128 (macro) and 160 (micro) in ghosts of 32, the smoke batch
+# of 64 in ghosts of 16. Bender et al. trained with larger batches; the ghost size they used
+# could not be checked here, so these are enastool's choice.
 PAPER_GHOST_BATCH = 32
 SMOKE_GHOST_BATCH = 16
-STRATEGY_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "paper": {"oneshot": dict(ghost_batch_size=PAPER_GHOST_BATCH)},
-    "smoke": {"oneshot": dict(ghost_batch_size=SMOKE_GHOST_BATCH)},
+# NAO-WS (reference sec. 9; the authors' NAO_V1 train_search.py): the pool and the EPD rounds
+# for every space, and for micro the authors' search network and its training, which replace
+# the ENAS column. Their 3 cells per stage are 9 normal cells here (2 reduction cells are
+# added). Their learning rate is one cosine cycle over the run (lr_t0 = epochs), SGD without
+# Nesterov. Their 3e-4 is torch's weight_decay; enastool's l2 is the authors' loss-term flag,
+# decayed by 2 x l2, so the same decay is l2 = 1.5e-4. Their classifier has no dropout (keep
+# 1.0); their drop-path keep 0.9 is not here (see enastool.search.nao). 90% / 10% of the
+# training images train / validate: CIFAR-10's search split already holds out 5,000.
+NAO_PAPER_EPOCHS = 200
+NAO_PAPER = dict(
+    nao_pool=600, nao_eval_every=50, nao_score_examples=500, nao_epd_epochs=1000,
+    nao_top=100, nao_new=300, nao_max_eta=50,
+)
+NAO_PAPER_MICRO = dict(
+    layers=9, channels=20, num_blocks=5, batch_size=128, epochs=NAO_PAPER_EPOCHS,
+    momentum=0.9, nesterov=False, lr_max=0.025, lr_min=0.001, lr_t0=NAO_PAPER_EPOCHS,
+    l2=1.5e-4, grad_clip=5.0, keep_prob=1.0,
+)
+# Smoke: the space's smoke recipe (10 epochs of digits) with a small pool scored at epochs
+# 3, 6, 9 and 10, so that three EPD rounds run. The digits hold out 181 validation images.
+NAO_SMOKE = dict(
+    nao_pool=100, nao_eval_every=3, nao_score_examples=128, nao_epd_epochs=60,
+    nao_top=20, nao_new=30, nao_max_eta=20,
+)
+# rnn: the ENAS search column (600 epochs) with the pool scored every 150 epochs, the four
+# evaluation points of the authors' image run; an example is a segment of bptt validation
+# tokens (``TextTask.score_batch``): 500 of them are 17,500 of PTB's 73,760. Smoke on pydoc
+# (6 epochs, 180 segments): points at epochs 2, 4 and 6, two EPD rounds.
+NAO_PAPER_RNN = dict(nao_eval_every=150)
+NAO_SMOKE_RNN = dict(nao_eval_every=2)
+STRATEGY_PRESETS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
+    "paper": {
+        "oneshot": {"all": dict(ghost_batch_size=PAPER_GHOST_BATCH)},
+        "nao": {"all": NAO_PAPER, "micro": NAO_PAPER_MICRO, "rnn": NAO_PAPER_RNN},
+    },
+    "smoke": {
+        "oneshot": {"all": dict(ghost_batch_size=SMOKE_GHOST_BATCH)},
+        "nao": {"all": NAO_SMOKE, "rnn": NAO_SMOKE_RNN},
+    },
 }
 
 PAPER_PRESET, SMOKE_PRESET = "paper", "smoke"
@@ -432,7 +595,9 @@ def preset_values(kind: str, preset: str, space: str, strategy: str | None = Non
         values.update(SMOKE[kind]["all"])
         values.update(SMOKE[kind][space])
     if kind == SearchConfig.kind:
-        values.update(STRATEGY_PRESETS[preset].get(strategy or SearchConfig.strategy, {}))
+        additions = STRATEGY_PRESETS[preset].get(strategy or SearchConfig.strategy, {})
+        values.update(additions.get("all", {}))
+        values.update(additions.get(space, {}))
     return values
 
 
@@ -456,7 +621,7 @@ MAX_COUNT = 1_000_000  # samples, updates and batches per epoch or per derive [2
 MAX_LSTM_SIZE = 4_096  # [64]
 MAX_LSTM_LAYERS = 64  # [1]
 MAX_CYCLE_FACTOR = 100  # lr_tmul [2]
-MAX_RATE = 10.0  # learning rates [0.05, 3.5e-3]: SGD and Adam diverge long before
+MAX_RATE = 100.0  # learning rates [0.05, 3.5e-3; rnn 20]: SGD and Adam diverge long before
 MAX_COEFFICIENT = 1_000.0  # loss weights, logit constants, clipping norm [0.8, 1.5, 5.0]
 
 
@@ -479,6 +644,23 @@ def image_problems(dataset: str, cutout: int, augment_pad: int) -> list[tuple[st
     if 2 * augment_pad >= side:
         found.append(("augment_pad", f"shifts the {side}x{side} images of {dataset} by half their "
                                      f"size or more; lower it{fix}"))
+    return found
+
+
+def _nao_problems(config) -> list[tuple[str, str]]:
+    """What strategy nao cannot do with ``config``: encode its architectures as NAO tokens
+    (``enastool.encoding.tokens``), or keep the best of its pool."""
+    found = []
+    try:
+        build_token_scheme(config)
+    except EnasError as e:
+        found.append(("strategy", f"cannot encode these architectures: {e}; choose a size it accepts, "
+                                  "or another strategy"))
+    pool = config.nao_pool
+    if config.nao_new >= pool:
+        found.append(("nao_new", f"must be less than nao_pool = {pool} (the best of the pool stay)"))
+    if config.nao_top > pool:
+        found.append(("nao_top", f"must not exceed nao_pool = {pool}"))
     return found
 
 
@@ -509,6 +691,34 @@ def _switch(v):
 def _non_empty(v):
     return None if v.strip() else "must not be empty"
 
+
+# Upper bounds of the rnn settings: far beyond any published setting, low enough to catch a
+# typo (an extra zero) before it allocates memory.
+MAX_HIDDEN = 65_536
+MAX_VOCAB = 10_000_000  # info --vocab: far beyond any corpus (PTB: 10,000)
+MAX_BPTT = 10_000
+MAX_PENALTY_WEIGHT = 1_000.0
+MAX_INIT_RANGE = 1.0
+MAX_DISTANCE_PRIOR = 1e6
+MAX_NONMONO = 10_000
+MAX_TEST_BATCH = 65_536
+DROP_RATES = (
+    "drop_words", "drop_embedding", "drop_inputs", "drop_hidden", "drop_output", "drop_weights",
+)
+
+# Settings that only the networks of one data kind read. Given on the command line for a
+# space of the other kind they are refused (silently ignoring them would mislead); a TOML
+# file may hold both kinds, since one file can serve several runs.
+KIND_FIELDS: dict[str, tuple[str, ...]] = {
+    IMAGES: (
+        "layers", "channels", "num_blocks", "val_size", "keep_prob", "drop_path_keep", "aux_weight",
+        "augment_pad", "augment_flip", "cutout", "skip_target", "skip_weight",
+    ),
+    TEXT: (
+        "num_nodes", "hidden_size", "bptt", *DROP_RATES, "alpha", "beta", "init_range",
+        "distance_prior", "nonmono", "test_batch_size",
+    ),
+}
 
 def _ghost_batch_size(v):
     # A ghost of one image would normalise each image by itself.
@@ -564,6 +774,11 @@ RULES: dict[str, Any] = {
     "controller_beta1": _probability(high_open=True),
     "oneshot_drop_max": _probability(high_open=True),
     "oneshot_drop_ramp": _probability(low_open=True),
+    "nao_pool": _in_range(2, MAX_COUNT),  # the EPD trains on two at least
+    "nao_eval_every": _in_range(1, MAX_EPOCHS),
+    "nao_score_examples": _in_range(2, MAX_IMAGES),  # batch statistics need two
+    "nao_epd_epochs": _in_range(1, MAX_EPOCHS),
+    **{name: _in_range(1, MAX_COUNT) for name in ("nao_top", "nao_new", "nao_max_eta")},
     "skip_target": _probability(low_open=True, high_open=True),
     "l2": _probability(),  # weight decay of 1 would wipe the weights every step
     "lr_max": _positive(MAX_RATE),
@@ -574,6 +789,16 @@ RULES: dict[str, Any] = {
     "temperature": _positive(MAX_COEFFICIENT),
     **{name: _non_negative(MAX_COEFFICIENT)
        for name in ("grad_clip", "tanh_constant", "entropy_weight", "skip_weight", "aux_weight")},
+    "num_nodes": _in_range(1, MAX_NODES),
+    "hidden_size": _in_range(1, MAX_HIDDEN),
+    "bptt": _in_range(1, MAX_BPTT),
+    **{name: _in_range(0, 1, high_open=True) for name in DROP_RATES},
+    "alpha": _in_range(0, MAX_PENALTY_WEIGHT),
+    "beta": _in_range(0, MAX_PENALTY_WEIGHT),
+    "init_range": _in_range(0, MAX_INIT_RANGE, low_open=True),
+    "distance_prior": _in_range(0, MAX_DISTANCE_PRIOR),
+    "nonmono": _in_range(1, MAX_NONMONO),
+    "test_batch_size": _in_range(1, MAX_TEST_BATCH),
 }
 
 
@@ -760,8 +985,7 @@ def _resolve(cls, preset, space, config_file, overrides, arch=None, origins=None
     space = overrides.get("space") or space or file_values.get("space") or arch_space or "macro"
     if space not in SPACES:
         raise EnasError(f"unknown space {space!r}, expected one of {', '.join(SPACES)}")
-    if space not in PAPER[cls.kind]:
-        raise EnasError(f"space {space!r}: {cls.kind} runs are not available for it yet")
+    _check_kind_fields(space, overrides)
 
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
@@ -778,10 +1002,11 @@ def _resolve(cls, preset, space, config_file, overrides, arch=None, origins=None
         layer({key: value}, origins_given.get(key, COMMAND_LINE))
     layer({"space": space}, origins.get("space", COMMAND_LINE))
     if "dataset" not in values:
-        # No preset names a data set: CIFAR-10 when a data directory is given, else the
-        # embedded digits, so that every command runs out of the box.
-        layer({"dataset": DEFAULT_DATASET_WITH_DIR if values.get("data_dir") else DEFAULT_DATASET},
-              "default (cifar10 with --data-dir, else digits)")
+        # No preset names a data set: the space's kind's embedded one (digits, pydoc), or the
+        # one a data directory holds (CIFAR-10, PTB), so that every command runs out of the box.
+        embedded, with_dir = DATASETS_OF_KIND[data_kind(space)]
+        layer({"dataset": with_dir if values.get("data_dir") else embedded},
+              f"default ({with_dir} with --data-dir, else {embedded})")
     if arch is not None:
         layer({"arch": arch if isinstance(arch, str) else arch.format()}, "arch")
 
@@ -799,6 +1024,19 @@ def _resolve(cls, preset, space, config_file, overrides, arch=None, origins=None
             origin = origins.get(key, f"preset {preset!r}")
             raise EnasError(f"{origin}: {key} = {getattr(config, key)} {message}")
     return config
+
+
+def _check_kind_fields(space: str, overrides: Mapping[str, Any]) -> None:
+    """EnasError for a command-line setting that only the other data kind's spaces read."""
+    kind = data_kind(space)
+    for key in overrides:
+        owner = next((k for k, names in KIND_FIELDS.items() if key in names), kind)
+        if owner != kind:
+            spaces = [name for name, k in DATA_KINDS.items() if k == owner]
+            raise EnasError(
+                f"{COMMAND_LINE}: {key} is a setting of {' and '.join(spaces)} runs, which "
+                f"{space} runs do not read; drop it"
+            )
 
 
 def _take_layers_from_arch(num_layers: int, values: dict, origins: dict) -> None:
@@ -855,19 +1093,22 @@ def resolve_final_config(
 
 
 def default_preset(cls, config_file: str | Path | None, overrides: Mapping[str, Any]) -> str:
-    """The preset when none is given: ``paper`` for a data set read from files (CIFAR-10), and
-    ``smoke`` for the embedded digits, the data set without a data directory.
+    """The preset when none is given: ``paper`` for a data set read from files (CIFAR-10, PTB),
+    and ``smoke`` for the embedded ones (digits, pydoc), the data sets without a data directory.
 
     The paper settings are CIFAR-10's (32x32 crops, cutout 16) and hundreds of epochs; on 8x8
     digits they are refused (``image_problems``), so without this a bare ``enastool search
     --space micro --out runs/x`` could only fail. The data set is the one the file and the
-    overrides (None = not given) name, else what ``_resolve`` picks (cifar10 with a data
-    directory, else digits).
+    overrides (None = not given) name, else what ``_resolve`` picks (CIFAR-10 or PTB with a
+    data directory, else digits or pydoc).
     """
     values = load_toml_values(cls, config_file) if config_file is not None else {}
     values.update({key: value for key, value in overrides.items() if value is not None})
-    dataset = values.get("dataset") or (DEFAULT_DATASET_WITH_DIR if values.get("data_dir") else DEFAULT_DATASET)
-    return PAPER_PRESET if DATASET_READS_FILES.get(dataset, True) else SMOKE_PRESET
+    dataset = values.get("dataset")
+    # Without a data set named, _resolve picks the space's kind's embedded one (digits, pydoc),
+    # or the one a data directory holds (CIFAR-10, PTB): the data directory decides.
+    reads_files = DATASET_READS_FILES.get(dataset, True) if dataset else bool(values.get("data_dir"))
+    return PAPER_PRESET if reads_files else SMOKE_PRESET
 
 
 # --------------------------------------------------------------------------------------------

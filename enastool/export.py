@@ -22,7 +22,9 @@ The exporters, for torch 2.13 on a CPU:
   TorchScript is deprecated by PyTorch, kept for runtimes that only read it (LibTorch).
 
 Each file is written atomically (``enastool.atomic``). Runs of other data kinds (the rnn
-space's language models) are refused with a message naming what is supported.
+space's language models) are refused with a message naming what is supported: their network
+steps through a window in Python with a state carried between windows, and a program of a
+fixed window and batch would be a trap; ``enastool.load_run`` gives the network in Python.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from typing import Callable
 
 from . import __version__
 from .atomic import write_bytes_atomic
-from .encoding.spaces import IMAGES, data_kind
+from .encoding.spaces import DATA_KINDS, IMAGES, data_kind
 from .errors import EnasError
 
 METADATA_NAME = "enastool.json"  # the metadata entry in every exported file
@@ -92,8 +94,10 @@ def export_run(run_path: str | Path, out: str | Path, *, checkpoint: str | None 
                         "train the architecture first (enastool derive RUN | enastool train-final - --out FINAL)")
     kind = data_kind(run.config.space)
     if kind not in _EXPORTABLE:
-        raise EnasError(f"{run_path}: export writes final runs of the "
-                        f"{', '.join(sorted(_EXPORTABLE))} spaces' networks; this is a {kind} run")
+        spaces = " and ".join(space for space, k in DATA_KINDS.items() if k in _EXPORTABLE)
+        raise EnasError(f"{run_path}: export writes the networks of {spaces} final runs; this is an "
+                        f"{run.config.space} run ({kind}), whose network enastool.load_run(RUN).network "
+                        "gives in Python")
     trained = load_run(run_path, checkpoint=checkpoint, device="cpu")
     module, example, metadata = _EXPORTABLE[kind](trained)
     metadata = {"format": FORMATS[suffix], "enastool_version": __version__, **metadata}

@@ -195,10 +195,14 @@ def test_the_progress_reporter_prints_controller_events_as_unwrapped_plain_lines
     (["--seed", "99999999999999999999999"], "command line: seed = 99999999999999999999999 must be in [0, 4,294,967,295]"),
     (["--epochs", "9223372036854775807"], "command line: epochs = 9223372036854775807 must be in [1, 100,000]"),
     (["--batch-size", "1000000000"], "command line: batch_size = 1000000000 must be in [1, 65,536]"),
-    (["--lr-max", "nan"], "command line: lr_max = nan must be in (0, 10.0]"),
+    (["--lr-max", "nan"], "command line: lr_max = nan must be in (0, 100.0]"),
     (["--dataset", "digits", "--data-dir", "somewhere"],
      "command line: data_dir = 'somewhere' does not apply to the digits data set"),
     (["--dtype", "float16", "--device", "cpu"], "--dtype float16 needs a CUDA device"),
+    (["--strategy", "nao", "--space", "micro", "--num-blocks", "6"],
+     "command line: strategy = 'nao' cannot encode these architectures: NAO micro tokens: "
+     "num_blocks must be 1..5"),
+    (["--strategy", "nao", "--nao-pool", "1"], "command line: nao_pool = 1 must be in [2, 1,000,000]"),
 ])
 def test_bad_settings_are_one_line_and_leave_no_run_directory(tmp_path, args, fragment):
     out = tmp_path / "run"
@@ -213,3 +217,66 @@ def test_a_dangling_link_as_out_is_named(tmp_path):
     line = one_error_line(invoke("search", "--preset", "smoke", "--out", link, *TINY))
     assert line == (f"enastool: error: {link} is a symbolic link to {tmp_path / 'gone' / 'run'}, which does not "
                     "exist; create the folder it points to, remove the link, or choose another --out")
+
+
+# ------------------------------------------------------------------------ nao
+# The smoke preset's nao additions shrunk: 2 epochs, a pool of 40 scored after each, one EPD round.
+NAO_TINY = ["--strategy", "nao", "--device", "cpu", "--channels", "4", "--batch-size", "128",
+            "--epochs", "2", "--nao-eval-every", "1", "--nao-pool", "40", "--nao-epd-epochs", "10", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def nao_run(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("cli-nao") / "run"
+    result = invoke("search", "--space", "micro", "--preset", "smoke", "--out", out, *NAO_TINY)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_nao_search_writes_its_pool_and_derive_ranks_it(nao_run):
+    config = json.loads((nao_run / "config.json").read_text())
+    assert (config["strategy"], config["nao_pool"], config["nao_new"]) == ("nao", 40, 30)  # options > smoke
+    pool = [json.loads(line) for line in (nao_run / "pool.jsonl").read_text().splitlines()]
+    assert len(pool) == 2 * 40
+    last = [row for row in pool if row["evaluation"] == 2]
+    result = invoke("derive", nao_run, "--top", "3")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines() == [row["arch"] for row in last[:3]]
+    assert "the pool scored at the last evaluation point" in " ".join(result.stderr.split())  # the table
+
+
+def test_nao_derive_json_carries_the_scores_and_the_predictors(nao_run):
+    result = invoke("derive", nao_run, "--top", "4", "--format", "json", "--predictor", "--quiet")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    pool = [json.loads(line) for line in (nao_run / "pool.jsonl").read_text().splitlines()][40:]
+    assert [row["score"] for row in rows] == [row["score"] for row in pool[:4]]
+    assert all(0 < row["predicted"] < 1 and row["space"] == "micro" for row in rows)
+    line = one_error_line(invoke("derive", nao_run, "--samples", "5"))
+    assert "--samples: not for a nao run, whose derive ranks the pool" in line
+
+
+def test_predictor_of_a_run_without_one_is_one_line(run_dir):
+    line = one_error_line(invoke("derive", run_dir, "--samples", "2", "--batches", "1", "--predictor"))
+    assert "strategy enas has no predictor; only nao runs train one" in line
+
+
+def test_nao_derive_pipes_into_train_final(nao_run, tmp_path):
+    derived = invoke("derive", nao_run, "--quiet")
+    assert derived.exit_code == 0, derived.output
+    out = tmp_path / "final"
+    trained = CliRunner().invoke(app, ["train-final", "-", "--preset", "smoke", "--device", "cpu", "--epochs", "1",
+                                       "--channels", "4", "--out", str(out), "--quiet"], input=derived.stdout)
+    assert trained.exit_code == 0, trained.output
+    assert RunDir.open(out).config.arch == derived.stdout.split(maxsplit=1)[1].strip()
+
+
+def test_a_nao_scoring_batch_larger_than_the_validation_split_leaves_no_run_directory(tmp_path):
+    config_file = tmp_path / "nao.toml"
+    config_file.write_text("nao_score_examples = 500\n")
+    out = tmp_path / "run"
+    line = one_error_line(invoke("search", "--space", "micro", "--preset", "smoke", "--config", config_file,
+                                 "--out", out, *NAO_TINY))
+    assert ("nao_score_examples = 500: a scoring batch of 500 images does not fit the 181 validation "
+            "images of digits (2..181); lower it") in line
+    assert not out.exists()

@@ -94,6 +94,62 @@ def test_oneshot_presets_turn_on_ghost_batch_norm_and_the_others_do_not(tmp_path
     assert explicit.ghost_batch_size == 0
 
 
+# Reference sec. 9 (NAO-WS, the authors' NAO_V1 train_search.py): the micro search network with
+# 3 normal cells per stage, its training, the pool and the EPD.
+PAPER_NAO_MICRO = dict(
+    layers=9, channels=20, num_blocks=5, batch_size=128, epochs=200, momentum=0.9,
+    nesterov=False, lr_max=0.025, lr_min=0.001, lr_t0=200, grad_clip=5.0, keep_prob=1.0,
+)
+PAPER_NAO = dict(
+    nao_pool=600, nao_eval_every=50, nao_score_examples=500, nao_epd_epochs=1000, nao_top=100,
+    nao_new=300, nao_max_eta=50,
+)
+
+
+def test_paper_nao_preset_is_reference_section_9():
+    config = resolve_search_config("paper", "micro", overrides={"strategy": "nao"})
+    expected = {**PAPER_NAO_MICRO, **PAPER_NAO, "space": "micro", "strategy": "nao"}
+    assert {key: getattr(config, key) for key in expected} == expected
+    # The authors give torch's SGD weight_decay=3e-4; enastool's l2 is their loss-term flag
+    # (decay 2 x l2), so the same decay is l2 = 1.5e-4.
+    assert 2 * config.l2 == pytest.approx(3e-4)
+    assert config.lr_t0 == config.epochs  # one cosine cycle over the run, 0.025 to 0.001
+    assert config.nao_eval_every * 4 == config.epochs  # 4 evaluation points
+    # The EPD's own settings are sec. 9's: they are the defaults of EPDSettings.
+    from enastool.search.epd import EPDSettings
+
+    epd = EPDSettings()
+    assert (epd.embedding_size, epd.hidden_size, epd.tokens_per_step, epd.batch_size, epd.lr,
+            epd.grad_clip, epd.mse_weight, epd.augment_copies, epd.holdout_fraction) == \
+        (32, 64, 2, 100, 1e-3, 5.0, 0.8, 10, 0.1)
+
+
+def test_nao_adds_its_pool_to_every_space_and_the_other_strategies_do_not_change():
+    macro = resolve_search_config("paper", "macro", overrides={"strategy": "nao"})
+    assert {key: getattr(macro, key) for key in PAPER_NAO} == PAPER_NAO
+    assert (macro.layers, macro.channels, macro.epochs) == (12, 36, 310)  # the ENAS macro column
+    enas = resolve_search_config("paper", "micro")
+    assert (enas.layers, enas.batch_size, enas.lr_max, enas.nesterov) == (6, 160, 0.05, True)
+    smoke = resolve_search_config("smoke", "micro", overrides={"strategy": "nao"})
+    assert (smoke.dataset, smoke.epochs, smoke.num_blocks, smoke.channels) == ("digits", 10, 2, 8)
+    assert smoke.nao_score_examples <= 181 and smoke.nao_new < smoke.nao_pool  # digits hold out 181
+    assert smoke.epochs % smoke.nao_eval_every != 0  # evaluation points 3, 6, 9 and the end
+
+
+def test_nao_settings_that_cannot_work_are_refused_when_the_config_resolves():
+    with pytest.raises(EnasError, match=r"command line: strategy = 'nao' cannot encode these architectures: "
+                                        r"NAO micro tokens: num_blocks must be 1..5"):
+        resolve_search_config("smoke", "micro", overrides={"strategy": "nao", "num_blocks": 6})
+    with pytest.raises(EnasError, match=r"nao_new = 300 must be less than nao_pool = 300"):
+        resolve_search_config("paper", "micro", overrides={"strategy": "nao", "nao_pool": 300})
+    with pytest.raises(EnasError, match=r"command line: nao_top = 700 must not exceed nao_pool = 600"):
+        resolve_search_config("paper", "micro", overrides={"strategy": "nao", "nao_top": 700})
+    with pytest.raises(EnasError, match=r"nao_pool = 1 must be in \[2, 1,000,000\]"):
+        resolve_search_config("smoke", "micro", overrides={"strategy": "nao", "nao_pool": 1})
+    # Other strategies ignore the nao settings.
+    assert resolve_search_config("smoke", "micro", overrides={"num_blocks": 6}).num_blocks == 6
+
+
 def test_ghost_batch_size_must_be_off_or_a_divisor_of_at_least_two():
     with pytest.raises(EnasError, match=r"command line: ghost_batch_size = 1 must be 0 \(off\) or in \[2, 65536\]"):
         resolve_search_config("smoke", "macro", overrides={"ghost_batch_size": 1})
@@ -346,7 +402,7 @@ def test_absurd_values_from_toml_and_options_are_one_line_naming_the_setting(tmp
         resolve_final_config("paper", "micro", config_file)
     with pytest.raises(EnasError, match=r"command line: seed = 99999999999999999999999 must be in \[0, 4,294,967,295\]"):
         resolve_search_config("paper", "macro", overrides={"seed": 99999999999999999999999})
-    with pytest.raises(EnasError, match=r"command line: lr_max = nan must be in \(0, 10.0\]"):
+    with pytest.raises(EnasError, match=r"command line: lr_max = nan must be in \(0, 100.0\]"):
         resolve_final_config("paper", "macro", overrides={"lr_max": float("nan")})
     with pytest.raises(EnasError, match=r"command line: layers = 65 must be in \[1, 64\]"):
         resolve_search_config("paper", "macro", overrides={"layers": 65})
@@ -363,10 +419,12 @@ def test_a_run_config_json_must_be_complete(tmp_path):
 
 def test_the_config_knows_which_data_sets_read_files():
     from enastool.config import DATASET_READS_FILES, DATASETS
+    from enastool.data.corpora import DEFAULT_TEXT_DATASET, TEXT_DATASET_WITH_DIR
     from enastool.data.datasets import DATASETS as SOURCES
 
-    assert set(DATASET_READS_FILES) == set(DATASETS) == set(SOURCES)
-    assert all(DATASET_READS_FILES[name] == SOURCES[name].needs_files for name in DATASETS)
+    assert set(DATASET_READS_FILES) == set(DATASETS) == set(SOURCES) | {DEFAULT_TEXT_DATASET, TEXT_DATASET_WITH_DIR}
+    assert all(DATASET_READS_FILES[name] == SOURCES[name].needs_files for name in SOURCES)
+    assert (DATASET_READS_FILES[DEFAULT_TEXT_DATASET], DATASET_READS_FILES[TEXT_DATASET_WITH_DIR]) == (False, True)
 
 
 def test_the_config_knows_the_side_of_every_image_data_set():
@@ -403,6 +461,11 @@ def test_the_default_preset_follows_the_data_set(tmp_path):
     config_file.write_text('[search]\ndata_dir = "data"\n')
     assert default_preset(SearchConfig, config_file, {}) == "paper"
     assert default_preset(SearchConfig, config_file, {"dataset": "digits"}) == "smoke"
+    # rnn: the embedded pydoc corpus, or PTB in a data directory
+    assert default_preset(SearchConfig, None, {"space": "rnn"}) == "smoke"
+    assert default_preset(FinalConfig, None, {"space": "rnn", "data_dir": "ptb"}) == "paper"
+    assert default_preset(SearchConfig, None, {"dataset": "ptb"}) == "paper"
+    assert default_preset(SearchConfig, None, {"dataset": "pydoc"}) == "smoke"
 
 
 def test_check_data_refuses_augmentation_larger_than_the_images_and_names_its_origin():
@@ -415,3 +478,83 @@ def test_check_data_refuses_augmentation_larger_than_the_images_and_names_its_or
     # against its rules (benchmarks build paper networks without data)
     assert resolve_search_config("paper", "micro", overrides={"data_dir": "d"}, check_data=True).augment_pad == 4
     assert resolve_search_config("paper", "micro").dataset == "digits"
+
+
+# ------------------------------------------------------------------------ rnn (reference sec. 8)
+PAPER_RNN_SEARCH = dict(
+    num_nodes=8, hidden_size=200, batch_size=128, bptt=35, epochs=600, lr_max=20.0, lr_min=20.0,
+    momentum=0.0, grad_clip=0.1, l2=8e-7, init_range=0.04, drop_words=0.10, drop_embedding=0.20,
+    drop_inputs=0.75, drop_hidden=0.25, drop_output=0.75, drop_weights=0.0, alpha=0.0, beta=1.0,
+    lstm_size=64, lstm_layers=1, temperature=5.0, tanh_constant=2.25, distance_prior=6.0,
+    controller_lr=5e-5, controller_samples=10, controller_updates=25, baseline_decay=0.999,
+    entropy_weight=1e-5, controller_beta1=0.9, controller_eps=1e-8,
+)
+PAPER_RNN_FINAL = dict(
+    hidden_size=800, batch_size=64, bptt=35, epochs=3000, lr_max=20.0, lr_min=20.0, momentum=0.0,
+    grad_clip=0.25, l2=8e-7, init_range=0.05, drop_words=0.125, drop_embedding=0.175,
+    drop_inputs=0.725, drop_hidden=0.225, drop_output=0.75, drop_weights=0.0, alpha=0.7, beta=0.0,
+    nonmono=10, test_batch_size=1,
+)
+
+
+def test_paper_rnn_presets_are_reference_section_8():
+    search = resolve_search_config("paper", "rnn")
+    assert {key: getattr(search, key) for key in PAPER_RNN_SEARCH} == PAPER_RNN_SEARCH
+    final = resolve_final_config("paper", "rnn", arch="0 2 1 0 2 1 2 2 4 0 5 0 3 2 6 2")
+    assert {key: getattr(final, key) for key in PAPER_RNN_FINAL} == PAPER_RNN_FINAL
+
+
+def test_rnn_settings_drive_the_networks_of_the_nn_module():
+    from enastool.nn import recurrent
+    from enastool.train.lm import drop_rates
+
+    search = resolve_search_config("paper", "rnn")
+    final = resolve_final_config("paper", "rnn", arch="0 2 1 0 2 1 2 2 4 0 5 0 3 2 6 2")
+    assert drop_rates(search) == recurrent.SEARCH_DROP_RATES and drop_rates(final) == recurrent.FINAL_DROP_RATES
+    assert (search.hidden_size, search.init_range, search.alpha, search.beta) == (
+        recurrent.SEARCH_HIDDEN, recurrent.SEARCH_INIT_RANGE, recurrent.SEARCH_ALPHA, recurrent.SEARCH_BETA)
+    assert (final.hidden_size, final.init_range, final.alpha, final.beta) == (
+        recurrent.FINAL_HIDDEN, recurrent.FINAL_INIT_RANGE, recurrent.FINAL_ALPHA, recurrent.FINAL_BETA)
+
+
+@pytest.mark.parametrize("cls", [SearchConfig, FinalConfig])
+def test_every_rnn_setting_has_a_rule_with_an_upper_bound(cls):
+    from enastool.config import KIND_FIELDS, RULES
+
+    names = [name for name in KIND_FIELDS["text"] if name in cls.field_names()]
+    assert len(names) >= 13
+    for name in names:
+        rule = RULES[name]
+        assert rule(getattr(cls(), name)) is None, name  # the default is valid
+        assert rule(10**9) is not None and rule(-1) is not None, name
+
+
+def test_data_sets_by_kind_match_the_data_registries_and_defaults_follow_the_space():
+    from enastool.config import DATASETS_OF_KIND
+    from enastool.data import DEFAULT_TEXT_DATASET, TEXT_DATASET_WITH_DIR, dataset_names, text_dataset_names
+
+    assert set(DATASETS_OF_KIND["text"]) == set(text_dataset_names())
+    assert DATASETS_OF_KIND["text"] == (DEFAULT_TEXT_DATASET, TEXT_DATASET_WITH_DIR)
+    assert set(DATASETS_OF_KIND["images"]) == set(dataset_names())
+    assert resolve_search_config("smoke", "rnn").dataset == "pydoc"
+    assert resolve_search_config("smoke", "rnn", overrides={"data_dir": "d"}).dataset == "ptb"
+    assert resolve_search_config("smoke", "micro", overrides={"data_dir": "d"}).dataset == "cifar10"
+    with pytest.raises(EnasError, match="dataset = 'cifar10' is not a data set of the rnn space"):
+        resolve_final_config("smoke", "rnn", overrides={"dataset": "cifar10"}, arch="0 0")
+
+
+def test_settings_of_the_other_data_kind_are_refused_on_the_command_line_but_not_in_files(tmp_path):
+    with pytest.raises(EnasError, match="command line: cutout is a setting of macro and micro runs"):
+        resolve_final_config("smoke", "rnn", overrides={"cutout": 8}, arch="0 0")
+    with pytest.raises(EnasError, match="command line: bptt is a setting of rnn runs, which macro runs"):
+        resolve_search_config("smoke", "macro", overrides={"bptt": 20})
+    shared = tmp_path / "both.toml"
+    shared.write_text("channels = 8\nhidden_size = 32\n")  # one file for runs of either kind
+    assert resolve_search_config("smoke", "rnn", config_file=shared).hidden_size == 32
+    assert resolve_search_config("smoke", "micro", config_file=shared).channels == 8
+
+
+def test_oneshot_is_a_strategy_of_the_image_spaces_only():
+    with pytest.raises(EnasError, match="'oneshot' is not available for the rnn space: choose enas or random"):
+        resolve_search_config("smoke", "rnn", overrides={"strategy": "oneshot"})
+    assert resolve_search_config("smoke", "micro", overrides={"strategy": "oneshot"}).strategy == "oneshot"

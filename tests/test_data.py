@@ -139,7 +139,7 @@ def corrupt(folder: Path, kind: str) -> str:
 # what the one line says about each spoilt file
 PROBLEMS = {
     "missing": "is missing", "not a pickle": "is not a readable CIFAR-10 pickle batch",
-    "truncated": "is not a readable CIFAR-10 pickle batch", "wrong keys": "lacks the b'data' and b'labels'",
+    "truncated": "is a damaged pickle (it claims more data than it holds)", "wrong keys": "lacks the b'data' and b'labels'",
     "wrong shape": "holds data of shape (4, 100)", "bad labels": "needs 2 labels in 0..9",
     "code": "is not a readable CIFAR-10 pickle batch (refused global __builtin__.getattr)",
     "ragged bytes": "holds 6,149 bytes of image data, not a whole number of 3072-byte images",

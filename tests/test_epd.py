@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from enastool.encoding import MacroArch, MicroArch, MicroOp
-from enastool.encoding.tokens import MacroTokens, MicroTokens
+from enastool.encoding.tokens import MacroTokens, MicroTokens, RecurrentTokens
 from enastool.errors import EnasError
 from enastool.runs import check_checkpoint_state
 from enastool.search.epd import (
@@ -86,7 +86,7 @@ def test_encoder_reads_two_tokens_per_step_and_embeddings_are_unit_vectors():
         assert log_probs.shape == (3, scheme.length, scheme.vocab_size)
 
 
-@pytest.mark.parametrize("scheme", [MicroTokens(5), MicroTokens(2), MacroTokens(6)], ids=str)
+@pytest.mark.parametrize("scheme", [MicroTokens(5), MicroTokens(2), MacroTokens(6), RecurrentTokens(8)], ids=str)
 def test_untrained_decoder_emits_only_valid_archs_even_when_pushed_to_invalid_tokens(scheme):
     torch.manual_seed(1)
     model = EPD(scheme, TINY).eval()

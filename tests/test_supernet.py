@@ -131,8 +131,8 @@ def test_macro_branch_builds_true_separable_convs_and_real_pools():
     assert any(isinstance(m, nn.Conv2d) and m.groups == 6 and m.kernel_size == (5, 5) for m in sep)
     conv = MacroBranch(MacroOp.CONV3, 4, 6)
     assert [m.groups for m in conv if isinstance(m, nn.Conv2d)] == [1, 1]
-    assert layer_types(MacroOp.AVG3) == ["Conv2d", "BatchNorm2d", "ReLU", "AvgPool2d"]
-    assert layer_types(MacroOp.MAX3) == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
+    assert layer_types(MacroOp.AVG3) == ["PointwiseConv2d", "BatchNorm2d", "ReLU", "AvgPool2d"]
+    assert layer_types(MacroOp.MAX3) == ["PointwiseConv2d", "BatchNorm2d", "ReLU", "MaxPool2d"]
     assert MacroBranch(MacroOp.AVG3, 4, 6)[-1].count_include_pad is False
 
 

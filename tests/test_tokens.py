@@ -7,22 +7,28 @@ import pytest
 
 from enastool.encoding import MacroArch, MicroArch
 from enastool.encoding.nao import to_nao
+from enastool.encoding.recurrent import RecurrentArch
 from enastool.encoding.tokens import (
     BOUNDARY_TOKEN,
     TOKEN_SCHEMES,
     MacroTokens,
     MicroTokens,
+    RecurrentTokens,
     build_token_scheme,
     scheme_for_arch,
 )
 from enastool.errors import EnasError, EncodingError
 
-SCHEMES = [MicroTokens(1), MicroTokens(2), MicroTokens(5), MacroTokens(1), MacroTokens(4), MacroTokens(12)]
+SCHEMES = [MicroTokens(1), MicroTokens(2), MicroTokens(5), MacroTokens(1), MacroTokens(4), MacroTokens(12),
+           RecurrentTokens(1), RecurrentTokens(8), RecurrentTokens(11)]
+PUBLISHED_RNN = "0 2 1 0 2 1 2 2 4 0 5 0 3 2 6 2"  # the ENAS cell, reference sec. 2
 
 
 def sample(scheme, rng):
     if isinstance(scheme, MicroTokens):
         return MicroArch.sample(rng, num_blocks=scheme.num_blocks)
+    if isinstance(scheme, RecurrentTokens):
+        return RecurrentArch.sample(rng, num_nodes=scheme.num_nodes)
     return MacroArch.sample(rng, num_layers=scheme.num_layers)
 
 
@@ -55,6 +61,20 @@ def test_macro_tokens_shift_ops_and_bits_clear_of_the_boundary():
     assert scheme.ranges() == [range(3, 9), range(3, 9), range(1, 3), range(3, 9), range(1, 3), range(1, 3)]
 
 
+def test_rnn_tokens_are_nao_ws_ptb_tokens():
+    # NAO-WS's PTB code: index token = prev + 1, activation token = activation + N + 1, in the
+    # order tanh, relu, sigmoid, identity; 11 nodes give their vocabulary of 16.
+    cell = RecurrentArch.from_ints([int(t) for t in PUBLISHED_RNN.split()])
+    scheme = scheme_for_arch(cell)
+    assert scheme == RecurrentTokens(8) and scheme.length == 16 and scheme.vocab_size == 13
+    assert scheme.encode(cell) == [1, 11, 2, 9, 3, 10, 3, 11, 5, 9, 6, 9, 4, 11, 7, 11]
+    assert scheme.decode(scheme.encode(cell)) == cell
+    assert RecurrentTokens(11).vocab_size == 16 and not scheme.symmetric
+    # node l reads one of nodes 0..l-1 (tokens 1..l); activations 9..12
+    assert scheme.ranges()[:6] == [range(1, 2), range(9, 13), range(1, 3), range(9, 13), range(1, 4), range(9, 13)]
+    assert scheme.augment(scheme.encode(cell), random.Random(0)) == scheme.encode(cell)
+
+
 def test_macro_tokens_round_trip_the_authors_final_arch(macro_final):
     scheme = scheme_for_arch(macro_final)
     assert scheme == MacroTokens(24) and scheme.length == 300
@@ -76,7 +96,7 @@ def test_every_in_range_sequence_decodes_and_round_trips(scheme):
         assert scheme.decode(tokens) == arch
 
 
-@pytest.mark.parametrize("scheme", [MicroTokens(3), MacroTokens(4)], ids=str)
+@pytest.mark.parametrize("scheme", [MicroTokens(3), MacroTokens(4), RecurrentTokens(4)], ids=str)
 def test_out_of_range_token_is_refused_with_its_position(scheme):
     tokens = scheme.encode(sample(scheme, random.Random(1)))
     position = scheme.length - 1
@@ -118,12 +138,13 @@ def test_macro_has_no_symmetry():
 
 
 def test_schemes_are_built_from_a_config_or_an_arch(micro_final):
-    assert set(TOKEN_SCHEMES) == {"micro", "macro"}
+    assert set(TOKEN_SCHEMES) == {"micro", "macro", "rnn"}
     assert build_token_scheme(SimpleNamespace(space="micro", num_blocks=4, layers=6)) == MicroTokens(4)
     assert build_token_scheme(SimpleNamespace(space="macro", num_blocks=4, layers=6)) == MacroTokens(6)
+    assert build_token_scheme(SimpleNamespace(space="rnn", num_nodes=8)) == RecurrentTokens(8)
     assert scheme_for_arch(micro_final) == MicroTokens(5)
-    with pytest.raises(EnasError, match="supported spaces: micro, macro"):
-        build_token_scheme(SimpleNamespace(space="rnn"))
+    with pytest.raises(EnasError, match="supported spaces: micro, macro, rnn"):
+        build_token_scheme(SimpleNamespace(space="conv"))
 
 
 def test_sizes_and_archs_that_do_not_fit_are_refused():
@@ -135,3 +156,7 @@ def test_sizes_and_archs_that_do_not_fit_are_refused():
         MicroTokens(5).encode(MicroArch.sample(0, num_blocks=2))
     with pytest.raises(EncodingError, match="found a macro"):
         MicroTokens(5).encode(MacroArch.sample(0, num_layers=3))
+    with pytest.raises(EnasError, match="num_nodes must be 1..64"):
+        RecurrentTokens(0)
+    with pytest.raises(EncodingError, match="rnn cell of 8 nodes, found an rnn cell of 3 nodes"):
+        RecurrentTokens(8).encode(RecurrentArch.sample(0, num_nodes=3))

@@ -50,17 +50,36 @@ def train(tmp_path, name, arch, config, **kwargs):
 
 
 # ------------------------------------------------------------------------ device decisions
-def test_auto_settings_use_bf16_compile_and_channels_last_on_cuda_only():
+def test_auto_settings_use_bf16_and_compile_on_cuda_only_and_channels_last_everywhere():
     config = types.SimpleNamespace(dtype="auto", compile="auto", channels_last="auto")
     cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
     assert dev.autocast_dtype(config, cpu) is None
     assert dev.autocast_dtype(config, cuda) is torch.bfloat16
     assert (dev.use_compile(config, cpu), dev.use_compile(config, cuda)) == (False, True)
-    assert (dev.use_channels_last(config, cpu), dev.use_channels_last(config, cuda)) == (False, True)
+    assert (dev.use_channels_last(config, cpu), dev.use_channels_last(config, cuda)) == (True, True)
     forced = types.SimpleNamespace(dtype="bfloat16", compile=True, channels_last="off")
     assert dev.autocast_dtype(forced, cpu) is torch.bfloat16
     assert dev.use_compile(forced, cpu) is True
     assert dev.use_channels_last(forced, cuda) is False
+
+
+def test_placement_picks_the_cpu_kernels_only_for_fp32_channels_last_on_the_cpu():
+    auto = types.SimpleNamespace(device="cpu", dtype="auto", compile="auto", channels_last="auto")
+    placement = dev.resolve_placement(auto)
+    assert (placement.device, placement.dtype, placement.channels_last, placement.compile, placement.kernels) \
+        == (torch.device("cpu"), None, True, False, "cpu")
+    assert placement.memory_format is torch.channels_last
+    assert placement.describe() == {"device": "cpu", "dtype": "float32", "channels_last": True,
+                                    "compile": False, "kernels": "cpu"}
+    nchw = dev.resolve_placement(types.SimpleNamespace(device="cpu", channels_last="off"))
+    assert (nchw.kernels, nchw.memory_format) == ("native", torch.contiguous_format)
+    assert dev.op_kernels(torch.device("cpu"), torch.bfloat16, True) == "native"
+    assert dev.op_kernels(torch.device("cuda", 0), None, True) == "native"
+    cuda = torch.device("cuda", 0)
+    final_on_cuda = dev.resolve_placement(auto, cuda)
+    assert (final_on_cuda.dtype, final_on_cuda.compile, final_on_cuda.kernels) == (torch.bfloat16, True, "native")
+    search_config = types.SimpleNamespace(device="auto")  # no compile setting: a search's
+    assert dev.resolve_placement(search_config, cuda).compile is False
 
 
 def test_resolve_device_and_bad_settings():

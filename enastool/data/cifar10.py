@@ -8,7 +8,10 @@ a file names is refused, so a tampered file cannot run code.
 A damaged file (truncated, not a pickle, a pickle opcode claiming gigabytes, data whose length
 is not a whole number of images, labels that do not match) is one EnasError naming the file and
 what is wrong: the restricted unpickler runs on untrusted bytes, so any failure inside it is the
-file's, never a bug to show as a traceback.
+file's, never a bug to show as a traceback. Before it runs, the opcodes are walked once
+(``pickletools.genops``, which builds nothing): a length that claims more bytes than the file
+holds is refused there, because CPython's unpickler would first allocate it, and on a bytearray
+opcode its failure prints a stray "SystemError ... exported buffers" line on stderr.
 
 Validation split for ``purpose="search"``: the *last* images of the training set, as the
 authors did (the last 5,000 of 50,000). The count scales with the training set
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import codecs
 import io
+import pickletools
 import pickle
 from pathlib import Path
 
@@ -96,11 +100,16 @@ def read_batch(path: Path, fix: str) -> Pair:
             data = stream.read()
     except OSError as error:
         raise EnasError(f"cifar10: cannot read {path} ({error.strerror or error}); {fix}") from None
+    damaged = f"cifar10: {path} is a damaged pickle (it claims more data than it holds); {fix}"
     try:
+        for _ in pickletools.genops(data):  # a length past the end: ValueError, nothing allocated
+            pass
         batch = _BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
     except MemoryError:
-        raise EnasError(f"cifar10: {path} is a damaged pickle (it claims more data than it holds); {fix}") from None
+        raise EnasError(damaged) from None
     except Exception as error:  # the restricted unpickler on damaged bytes: see the module doc
+        if isinstance(error, ValueError) and "remain" in str(error):  # genops: "... but only N remain"
+            raise EnasError(damaged) from None
         reason = " ".join(str(error).split())[:80] or type(error).__name__
         raise EnasError(f"cifar10: {path} is not a readable CIFAR-10 pickle batch ({reason}); {fix}") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:

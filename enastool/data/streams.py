@@ -178,6 +178,16 @@ class TextBatches:
             yield self.window(start, length)
         self._roll_over()
 
+    def next_window(self) -> Window:
+        """The next window, rolling over into the next epoch after the last one of this one
+        (a loop that takes windows one at a time, as the search and final training do)."""
+        self._roll_over()
+        if not self._schedule:
+            raise EnasError(no_window_message(self))
+        start, length = self._schedule[self.position]
+        self.position += 1
+        return self.window(start, length)
+
     def window(self, start: int, length: int) -> Window:
         """The window of ``length`` tokens at column ``start`` (copies, not views of the streams)."""
         x = self.streams[:, start:start + length].contiguous()
@@ -217,13 +227,15 @@ class TextBatches:
         return random_schedule(self.stream_len, self.bptt, self._generator)
 
 
+def no_window_message(batches: TextBatches) -> str:
+    return (f"streams of {batches.stream_len} tokens hold no full window of bptt {batches.bptt}; "
+            "lower bptt or the batch size, or keep the last short window")
+
+
 def endless_windows(batches: TextBatches) -> Iterator[Window]:
     """Windows forever, epoch after epoch (the controller's validation reward windows)."""
     if len(batches) == 0:
-        raise EnasError(
-            f"streams of {batches.stream_len} tokens hold no full window of bptt {batches.bptt}; "
-            "lower bptt or the batch size, or keep the last short window"
-        )
+        raise EnasError(no_window_message(batches))
     return _forever(batches)
 
 

@@ -28,8 +28,13 @@ Schemes:
   cleanly because the length is fixed for a fixed layer count and every position has a fixed
   kind (op or bit). Macro encodings have no symmetry: augmentation is the identity.
 
-A new space (e.g. the recurrent PTB cell: per node a prev index in 0..l-1 and an activation,
-2N tokens) is one more subclass here and one entry in :data:`TOKEN_SCHEMES`.
+- ``rnn`` (:class:`RecurrentTokens`): NAO-WS's Penn Treebank tokens (the authors' ``NAO-WS/rnn``
+  code): per node l = 1..N ``prev_index activation`` with index token = prev + 1 (1..l) and
+  activation token = activation + N + 1 (N+1..N+4, in the order tanh, ReLU, sigmoid, identity
+  that NAO and enastool's corrected format share); vocabulary N + 5, which depends on the cell
+  size as NAO's does (16 for their 11 nodes); 2N tokens. A recurrent cell has no symmetry.
+
+A new space is one more subclass here and one entry in :data:`TOKEN_SCHEMES`.
 Plain Python: no torch import.
 """
 
@@ -43,7 +48,8 @@ from ..errors import EnasError, EncodingError
 from . import nao
 from .macro import MacroArch, MacroLayer
 from .micro import INTS_PER_BLOCK, NUM_INPUTS, MicroArch
-from .ops import MacroOp, MicroOp
+from .ops import Activation, MacroOp, MicroOp
+from .recurrent import FIRST_NODE, INTS_PER_NODE, MAX_NODES, RecurrentArch, RecurrentNode
 
 BOUNDARY_TOKEN = nao.BOUNDARY_TOKEN  # start/end symbol of every scheme: never an architecture token
 
@@ -52,9 +58,10 @@ class TokenScheme:
     """What the EPD needs from a space: fixed-length token sequences with per-position ranges.
 
     Subclasses are frozen dataclasses (one instance per architecture size) that set ``space``,
-    ``vocab_size`` and implement ``length``, ``encode``, ``decode`` and ``allowed``; a space with
-    a symmetry also sets ``symmetric`` and implements ``augment``. ``canonical`` uses the
-    architecture's own ``canonical()``; a space whose class has none overrides it.
+    ``vocab_size`` (a property where it depends on the size) and implement ``length``,
+    ``encode``, ``decode`` and ``allowed``; a space with a symmetry also sets ``symmetric`` and
+    implements ``augment``. ``canonical`` uses the architecture's own ``canonical()``; a space
+    whose class has none overrides it.
     """
 
     space: ClassVar[str]
@@ -239,7 +246,75 @@ class MacroTokens(TokenScheme):
         return range(MACRO_BIT_OFFSET, MACRO_OP_OFFSET)
 
 
-TOKEN_SCHEMES: dict[str, type[TokenScheme]] = {MicroTokens.space: MicroTokens, MacroTokens.space: MacroTokens}
+# Recurrent tokens: index tokens first (1..N, as the micro ones), the activations after them.
+RNN_INDEX_OFFSET = 1  # index token = prev_index + 1, clear of the start/end symbol
+
+
+@dataclass(frozen=True)
+class RecurrentTokens(TokenScheme):
+    """NAO-WS's recurrent tokens for ``num_nodes`` nodes after node 0: per node l, prev + 1 in
+    1..l, then activation + N + 1; the vocabulary (N + 5) grows with the cell, as NAO's."""
+
+    num_nodes: int = 8
+    space: ClassVar[str] = RecurrentArch.space
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_nodes <= MAX_NODES:
+            raise EnasError(f"NAO rnn tokens: num_nodes must be 1..{MAX_NODES}, found {self.num_nodes}")
+
+    @classmethod
+    def from_config(cls, config) -> "RecurrentTokens":
+        return cls(num_nodes=config.num_nodes)
+
+    @classmethod
+    def for_arch(cls, arch: RecurrentArch) -> "RecurrentTokens":
+        return cls(num_nodes=arch.num_nodes)
+
+    @property
+    def activation_offset(self) -> int:
+        return RNN_INDEX_OFFSET + self.num_nodes  # just past the largest index token (N)
+
+    @property
+    def vocab_size(self) -> int:  # type: ignore[override]  # depends on the size here
+        return self.activation_offset + Activation.count()
+
+    @property
+    def length(self) -> int:
+        return RecurrentArch.length_for(self.num_nodes)
+
+    def describe(self) -> str:
+        return f"{self.num_nodes} nodes"
+
+    def encode(self, arch: RecurrentArch) -> list[int]:
+        if not isinstance(arch, RecurrentArch) or arch.num_nodes != self.num_nodes:
+            raise EncodingError(
+                f"NAO rnn tokens: expected an rnn cell of {self.describe()}, found {_describe(arch)}"
+            )
+        tokens = []
+        for node in arch.nodes:
+            tokens += [node.prev + RNN_INDEX_OFFSET, node.activation.enas_id + self.activation_offset]
+        return tokens
+
+    def decode(self, tokens: Sequence[int]) -> RecurrentArch:
+        tokens = list(tokens)
+        self.check(tokens)
+        pairs = zip(tokens[::INTS_PER_NODE], tokens[1::INTS_PER_NODE])
+        return RecurrentArch(tuple(
+            RecurrentNode(index - RNN_INDEX_OFFSET, Activation(act - self.activation_offset))
+            for index, act in pairs
+        ))
+
+    def allowed(self, position: int) -> range:
+        _check_position(position, self.length)
+        if position % INTS_PER_NODE == 0:  # the prev index of node l: any of 0..l-1
+            node = position // INTS_PER_NODE + FIRST_NODE
+            return range(RNN_INDEX_OFFSET, RNN_INDEX_OFFSET + node)
+        return range(self.activation_offset, self.vocab_size)
+
+
+TOKEN_SCHEMES: dict[str, type[TokenScheme]] = {
+    cls.space: cls for cls in (MicroTokens, MacroTokens, RecurrentTokens)
+}
 
 
 def build_token_scheme(config) -> TokenScheme:
@@ -271,4 +346,6 @@ def _describe(arch: Any) -> str:
         return f"a micro architecture of {arch.num_blocks} blocks per cell"
     if isinstance(arch, MacroArch):
         return f"a macro architecture of {arch.num_layers} layers"
+    if isinstance(arch, RecurrentArch):
+        return f"an rnn cell of {arch.num_nodes} nodes"
     return f"a {type(arch).__name__}"

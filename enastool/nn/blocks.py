@@ -14,6 +14,10 @@ calibrates a micro cell input (``Calibrate``); the macro reductions of every pre
 the micro identity op at stride 2 and the loose input nodes of a micro reduction cell reduce
 the raw tensor.
 
+Depthwise and 1x1 convolutions and the average pooling are the modules of
+``enastool.nn.kernels``: torch's own ops, or a faster formulation of the same map where the
+device policy (``enastool.train.device``) picks one.
+
 Reductions follow the authors' formula for every layer count: with ``d = N // 3`` they come
 after the 0-based layers (or normal cells) ``d - 1`` and ``2d - 1``
 (``reduction_positions``).
@@ -27,6 +31,7 @@ from torch import nn
 
 from ..encoding.ops import MacroOp, MicroOp, OpKind
 from ..errors import EnasError
+from .kernels import AvgPool2d, DepthwiseConv2d, PointwiseConv2d
 
 POOL_KERNEL = 3  # every pooling op of both spaces is 3x3
 POOL_PADDING = POOL_KERNEL // 2
@@ -65,8 +70,8 @@ def bn(c: int, affine: bool = True, track_running_stats: bool = True) -> nn.Batc
 
 def _pool(kind: OpKind, stride: int) -> nn.Module:
     if kind is OpKind.AVG_POOL:
-        # Border pixels average only real pixels, not zero padding.
-        return nn.AvgPool2d(POOL_KERNEL, stride, POOL_PADDING, count_include_pad=False)
+        # Border pixels average only real pixels, not zero padding (count_include_pad=False).
+        return AvgPool2d(POOL_KERNEL, stride)
     if kind is OpKind.MAX_POOL:
         return nn.MaxPool2d(POOL_KERNEL, stride, POOL_PADDING)
     raise ValueError(f"not a pooling kind: {kind}")
@@ -86,10 +91,9 @@ class ConvBN(nn.Sequential):
         track_running_stats: bool = True,
     ):
         layers: list[nn.Module] = [nn.ReLU()] if relu_first else []
-        layers += [
-            nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False),
-            bn(c_out, track_running_stats=track_running_stats),
-        ]
+        conv = (PointwiseConv2d(c_in, c_out, stride) if kernel == 1
+                else nn.Conv2d(c_in, c_out, kernel, stride, padding=kernel // 2, bias=False))
+        layers += [conv, bn(c_out, track_running_stats=track_running_stats)]
         super().__init__(*layers)
 
 
@@ -100,18 +104,25 @@ class FactorizedReduce(nn.Module):
     right/bottom), concatenated on channels, then BN. Both halves have ceil(H/2) x ceil(W/2)
     pixels, so odd sizes work. No leading ReLU, as in the authors' ``_factorized_reduction``:
     where they want one (micro input calibration) the caller adds it.
+
+    The shifted half reads the odd pixels ``x[1::2, 1::2]`` (a zero row / column added when
+    the size is odd) with a stride-1 1x1 conv: the same map as a stride-2 conv on the padded,
+    shifted copy, without building that copy.
     """
 
     def __init__(self, c_in: int, c_out: int, *, track_running_stats: bool = True):
         super().__init__()
         half = c_out // 2
         self.conv_a = nn.Conv2d(c_in, half, 1, REDUCTION_STRIDE, bias=False)
-        self.conv_b = nn.Conv2d(c_in, c_out - half, 1, REDUCTION_STRIDE, bias=False)
+        self.conv_b = PointwiseConv2d(c_in, c_out - half)  # on the odd pixels (see above)
         self.bn = bn(c_out, track_running_stats=track_running_stats)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shifted = F.pad(x, (0, 1, 0, 1))[:, :, 1:, 1:]
-        return self.bn(torch.cat([self.conv_a(x), self.conv_b(shifted)], dim=1))
+        height, width = x.shape[-2:]
+        odd = x[:, :, 1::REDUCTION_STRIDE, 1::REDUCTION_STRIDE]
+        if height % REDUCTION_STRIDE or width % REDUCTION_STRIDE:
+            odd = F.pad(odd, (0, width % REDUCTION_STRIDE, 0, height % REDUCTION_STRIDE))
+        return self.bn(torch.cat([self.conv_a(x), self.conv_b(odd)], dim=1))
 
 
 class SepConv(nn.Sequential):
@@ -136,8 +147,8 @@ class SepConv(nn.Sequential):
         for r in range(repeats):
             layers += [
                 nn.ReLU(),
-                nn.Conv2d(c, c, kernel, stride if r == 0 else 1, kernel // 2, groups=c, bias=False),
-                nn.Conv2d(c, c_out, 1, bias=False),
+                DepthwiseConv2d(c, kernel, stride if r == 0 else 1),
+                PointwiseConv2d(c, c_out),
                 bn(c_out, track_running_stats=track_running_stats),
             ]
             c = c_out
@@ -154,7 +165,7 @@ class MacroBranch(nn.Sequential):
     def __init__(self, op: MacroOp, c_in: int, c_out: int, *, track_running_stats: bool = True):
         stats = track_running_stats
         layers: list[nn.Module] = [
-            nn.Conv2d(c_in, c_out, 1, bias=False),
+            PointwiseConv2d(c_in, c_out),
             bn(c_out, track_running_stats=stats),
             nn.ReLU(),
         ]
@@ -162,10 +173,7 @@ class MacroBranch(nn.Sequential):
         if op.kind is OpKind.CONV:
             layers += [nn.Conv2d(c_out, c_out, k, padding=pad, bias=False)]
         elif op.kind is OpKind.SEP_CONV:
-            layers += [
-                nn.Conv2d(c_out, c_out, k, padding=pad, groups=c_out, bias=False),
-                nn.Conv2d(c_out, c_out, 1, bias=False),
-            ]
+            layers += [DepthwiseConv2d(c_out, k), PointwiseConv2d(c_out, c_out)]
         else:
             layers += [_pool(op.kind, stride=1)]
         if not op.kind.is_pool:

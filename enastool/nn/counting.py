@@ -16,6 +16,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .kernels import native_kernels
+
 # Name of the attribute under which a final network keeps its auxiliary head (None if absent).
 AUX_HEAD_ATTR = "aux_head"
 
@@ -37,7 +39,9 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Forward FLOPs per image (multiply-adds x 2) for one input of ``input_shape`` (C, H, W).
 
     Runs the module once in eval mode (no dropout, no drop path, no auxiliary head) on a
-    batch of one on the module's own device, then restores its training flag.
+    batch of one on the module's own device, with the native op kernels (``nn.kernels``: the
+    CPU formulation of average pooling is a conv, but pooling is not a FLOP of the network),
+    then restores its training flag and kernels.
     """
     param = next(module.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
@@ -45,7 +49,7 @@ def count_flops(module: nn.Module, input_shape: tuple[int, ...]) -> int:
     was_training = module.training
     module.eval()
     try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        with torch.no_grad(), native_kernels(module), FlopCounterMode(display=False) as counter:
             module(x)
     finally:
         module.train(was_training)

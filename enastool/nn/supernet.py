@@ -90,6 +90,7 @@ from .blocks import (
     micro_op,
     micro_reduction_positions,
 )
+from .kernels import PointwiseConv2d
 
 BATCH_STATS = dict(track_running_stats=False)  # see "Batch norm" in the module docstring
 STEM_KERNEL = 3
@@ -334,7 +335,7 @@ class MicroSuperCell(nn.Module):
         )
         self.relu = nn.ReLU()
         self.out_convs = nn.ModuleList(
-            nn.Conv2d(c, c, 1, bias=False) for _ in range(num_blocks + NUM_INPUTS)
+            PointwiseConv2d(c, c) for _ in range(num_blocks + NUM_INPUTS)
         )
         self.out_bn = bn(c, **BATCH_STATS)
 

@@ -59,7 +59,9 @@ Choices where we differ, and why:
 - A sequence of odd length (e.g. 5 macro layers: 15 tokens) is padded for the encoder with the
   start/end symbol to a whole number of steps.
 - Dropout draws from the trainer's own generator (not the global one), so a resumed training
-  draws the same masks.
+  draws the same masks. That generator (batch order and dropout masks) is a CPU generator on
+  every device: the draws are small, and its state is the same on every device, so the
+  trainer's state saved on a GPU loads on a CPU (derive reads a GPU search's EPD there).
 - eta runs 1, 2, ..., ``max_eta`` (50) inclusive; the authors' loop stops after 51. The gradient
   does not depend on eta, so it is computed once per generation.
 """
@@ -78,6 +80,8 @@ from ..encoding.tokens import BOUNDARY_TOKEN, TokenScheme
 from ..errors import EnasError
 
 STATE_VERSION = 1  # bumped when the layout of a trainer's or generator's state changes
+# The trainer's random draws (batch order, dropout masks) on every device: see the module doc.
+GENERATOR_DEVICE = torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -167,8 +171,10 @@ class Predictor(nn.Module):
         for layer in self.hidden:
             x = torch.relu(layer(x))
             if self.training and self.dropout > 0:
-                # Drawn from the caller's generator, so that a resumed training draws the same masks.
-                keep = torch.rand(x.shape, generator=generator, device=x.device) >= self.dropout
+                # Drawn from the caller's generator (on its own device, see the module doc), so
+                # that a resumed training draws the same masks.
+                where = generator.device if generator is not None else x.device
+                keep = (torch.rand(x.shape, generator=generator, device=where) >= self.dropout).to(x.device)
                 x = x * keep / (1 - self.dropout)
         return torch.sigmoid(self.out(x))[:, 0]
 
@@ -367,7 +373,7 @@ class EPDTrainer:
         self.holdout_tokens = _token_tensor([tokens[i] for i in held], scheme.length, device)
         self.holdout_targets = torch.tensor([targets[i] for i in held], dtype=torch.float32, device=device)
         self.optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-        self.generator = torch.Generator(device).manual_seed(seed)  # batch order and dropout
+        self.generator = torch.Generator(GENERATOR_DEVICE).manual_seed(seed)  # batch order and dropout
         self.epoch = 0  # epochs done
 
     @property
@@ -383,7 +389,7 @@ class EPDTrainer:
     def _epoch(self) -> dict:
         settings, model = self.settings, self.model
         n = len(self.train_tokens)
-        order = torch.randperm(n, generator=self.generator, device=self.train_tokens.device)
+        order = torch.randperm(n, generator=self.generator, device=GENERATOR_DEVICE).to(self.train_tokens.device)
         sums = torch.zeros(3, device=self.train_tokens.device)  # loss, mse, nll; read once per epoch
         for first in range(0, n, settings.batch_size):
             batch = order[first : first + settings.batch_size]

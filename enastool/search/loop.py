@@ -2,21 +2,25 @@
 
 The loop is the same for every space and strategy. What depends on the data and the networks
 (batches, supernet, loss, rewards, derive scores) is the run's *task* (``tasks.py``: images
-for macro and micro); what decides the children and learns from rewards is its *strategy*
+for macro and micro, text for rnn); what decides the children and learns from rewards is its *strategy*
 (``strategies.py``). One epoch of a search (reference sec. 1 and 4):
 
 1. one SGD step of the shared weights per training batch, each on a freshly chosen child
    (enas: sampled from the controller without grad; random: uniform; oneshot: every path with
-   path dropout);
+   path dropout; nao: uniform from its pool);
 2. the strategy updates due after those steps (enas: ``controller_updates`` controller
-   updates, see ``strategies``), each child rewarded on the next validation batch (shared
-   weights, eval mode, no grad); strategies without updates have ``PROBE_ARCHS`` uniform
-   architectures scored the same way, only to report a validation figure;
+   updates, see ``strategies``, each child rewarded on the next validation batch with the
+   shared weights, eval mode, no grad; nao at its evaluation points: scoring its pool, EPD
+   training, generation, see ``nao``), one metrics record each; an epoch without updates has
+   ``PROBE_ARCHS`` uniform architectures scored the same way, only to report a validation
+   figure; an epoch with updates reports the mean of each update figure over the updates that
+   have it;
 3. an epoch record in metrics.jsonl and, every ``checkpoint_every`` epochs, last.pt.
 
 The image task splits the data as the authors' search does: training batches from the
 ``train`` split, rewards and derive scores from the held-out ``valid`` split (``val_size``
-re-cuts them); the test split is never read. Choices where the reference is silent or wrong:
+re-cuts them); the test split is never read. The text task reads a corpus's train and valid
+splits the same way (see ``TextTask``). Choices where the reference is silent or wrong:
 
 - Gradient clipping of the shared weights is really applied (``clip_grad_norm_`` at
   ``grad_clip``; 0 = off). The authors' code computed clipped gradients and then ignored them.
@@ -36,9 +40,10 @@ re-cuts them); the test split is never read. Choices where the reference is sile
   phase reads the rewards once per update.
 
 Resume is exact: the checkpoint holds the supernet, the strategy (controller, its optimiser,
-baseline, generators), both optimisers' states, the task's state (the loaders' positions and
-generators), the global RNG states (all seeded from the run seed, Python's and NumPy's
-included), the running sums of the current log interval and epoch, and the counters. A run
+baseline, generators; nao's pool, scores and EPD), both optimisers' states, the task's state
+(the loaders' positions and generators), the global RNG states (all seeded from the run seed,
+Python's and NumPy's included), the running sums of the current log interval and epoch, and
+the counters. A run
 interrupted at any step (shared or controller) and resumed ends with the same weights, bit for
 bit on the CPU, as one that never stopped, and writes the same checkpoint bytes. Before
 anything is restored the checkpoint is checked against the run (``enastool.checkpoints``):
@@ -60,7 +65,7 @@ from ..errors import EnasError
 from ..runs import LAST_CHECKPOINT as LAST
 from ..runs import capture_rng_state, restore_rng_state, seed_generators
 from ..train import distributed
-from ..train.device import autocast, autocast_dtype, needs_grad_scaler, resolve_device, use_channels_last
+from ..train.device import autocast, needs_grad_scaler, resolve_placement
 from ..train.schedule import CosineWarmRestarts, set_lr
 from ..train.trainer import RunningMeter, sgd_optimizer
 from .strategies import Strategy, build_strategy
@@ -132,9 +137,10 @@ class SearchLoop:
         self.run = run
         self.callback = callback
         self.interrupt = interrupt
-        self.device = resolve_device(config.device)
-        self.dtype = autocast_dtype(config, self.device)
-        self.channels_last = use_channels_last(config, self.device)
+        self.placement = resolve_placement(config)
+        self.device = self.placement.device
+        self.dtype = self.placement.dtype
+        self.channels_last = self.placement.channels_last
         self._build()
 
     # ------------------------------------------------------------------ setup
@@ -142,8 +148,10 @@ class SearchLoop:
         config = self.config
         seed_generators(config.seed)
         self.task: SearchTask = build_task(config, self.device, self.dtype, self.channels_last)
+        self.placement.prepare(self.task.supernet)  # op kernels (and memory format) by the device
         self.supernet = self.task.supernet
         self.strategy: Strategy = build_strategy(config, self.device)
+        self.strategy.prepare(self.task)
         self.steps_per_epoch = self.task.steps_per_epoch
         self.optimizer = sgd_optimizer(self.task.parameter_groups(), config)
         self.schedule = CosineWarmRestarts.from_config(config)
@@ -340,9 +348,11 @@ class SearchLoop:
 
     def _add_figures(self, figures: dict) -> None:
         sums = self.figure_sums
+        counts = sums.setdefault("counts", {})  # per figure: not every update has every figure
         for name in MEAN_FIGURES:
             if name in figures:
                 sums[name] = sums.get(name, 0.0) + figures[name]
+                counts[name] = counts.get(name, 0) + 1
         sums["updates"] = sums.get("updates", 0) + 1
         if "baseline" in figures:
             sums["baseline"] = figures["baseline"]
@@ -362,7 +372,9 @@ class SearchLoop:
         }
         sums = self.figure_sums
         if sums.get("updates"):
-            record.update({name: sums[name] / sums["updates"] for name in MEAN_FIGURES if name in sums})
+            counts = sums.get("counts", {})  # absent from checkpoints of older versions: all updates
+            record.update({name: sums[name] / counts.get(name, sums["updates"]) for name in MEAN_FIGURES
+                           if name in sums})
             if "baseline" in sums:
                 record["baseline"] = sums["baseline"]
             record["controller_step"] = progress.controller_step
@@ -383,6 +395,7 @@ class SearchLoop:
         config = self.config
         if resume:
             self._restore()
+        self.strategy.attach(self.run)
         self._emit({
             "kind": "start",
             "space": config.space,
@@ -393,8 +406,7 @@ class SearchLoop:
             "controller_updates": self.strategy.updates_per_epoch,
             "start_epoch": self.progress.epoch,
             "start_step": self.progress.step,
-            "device": str(self.device),
-            "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
+            **self.placement.describe(),
             "params": sum(p.numel() for p in self.params),
         })
         started = time.perf_counter()

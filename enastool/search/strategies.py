@@ -1,4 +1,4 @@
-"""The search strategies behind one small interface.
+"""The search strategies behind one small interface (``strategy.Strategy``).
 
 The search loop asks a strategy for the child of each shared-weight step (``child``), the
 logits of that step (``logits``), whether an update is due after an epoch's steps
@@ -8,9 +8,10 @@ scores (``propose``). Each update is one resumable unit: the loop checkpoints be
 
 - ``enas`` (Pham et al.): children sampled from the controller (no grad). After the
   shared-weight steps of an epoch, ``controller_updates`` REINFORCE updates, each averaging
-  ``controller_samples`` sampled architectures. Reward = validation-minibatch accuracy of the
-  child with the shared weights + ``entropy_weight`` x the entropy of its decisions (the
-  authors put the entropy bonus into the reward). The baseline is an exponential moving
+  ``controller_samples`` sampled architectures. Reward = the task's validation figure of the
+  child on the next validation minibatch with the shared weights (accuracy; rnn: 80 /
+  perplexity) + ``entropy_weight`` x the entropy of its decisions (the authors put the
+  entropy bonus into the reward). The baseline is an exponential moving
   average of the rewards, updated after every sample (decay ``baseline_decay``); each
   sample's advantage is taken against the baseline *before* its own reward enters it, so it
   stays unbiased. The baseline starts at the first reward rather than at the authors' 0,
@@ -25,9 +26,13 @@ scores (``propose``). Each update is one resumable unit: the loop checkpoints be
   run. No child architecture. See ``enastool.nn.supernet`` for what the paper does and what
   enastool does.
 
+- ``nao`` (Luo et al., NAO-WS; its own module, ``nao.py``): children drawn uniformly from a
+  pool that an encoder-predictor-decoder improves at evaluation points.
+
 random and oneshot propose uniformly sampled candidates to derive; enas samples them from the
-trained controller. Every random number a strategy draws comes from its own generator, whose
-state is part of :meth:`Strategy.state_dict`, so a resumed search draws the same children.
+trained controller; nao ranks the pool it scored last. Every random number a strategy draws
+comes from its own generator, whose state is part of :meth:`Strategy.state_dict`, so a
+resumed search draws the same children.
 
 The controller runs on the CPU whatever device the supernet uses: it is a 64-unit LSTM that
 emits one token at a time, so on a GPU every token would be a kernel launch, and the
@@ -37,7 +42,6 @@ architecture has to reach the host anyway to pick the supernet's modules.
 from __future__ import annotations
 
 import random
-from typing import ClassVar
 
 import torch
 
@@ -46,67 +50,14 @@ from ..encoding.spaces import Arch
 from ..encoding.textio import format_record
 from ..nn.supernet import draw_kept_paths
 from .controller import build_controller
+from .nao import NaoStrategy
+from .strategy import Strategy, random_state, set_random_state
 from .tasks import uniform_arch
 
 CONTROLLER_DEVICE = torch.device("cpu")
 # One-shot masks pick modules, so they are host data: drawn on the CPU whatever the device.
 MASK_DEVICE = torch.device("cpu")
 ADAM_BETA2 = 0.999  # the authors' (and Adam's default) second-moment decay
-
-def random_state(rng: random.Random) -> list:
-    """A ``random.Random`` state as plain lists and ints (loadable with weights_only=True)."""
-    version, internal, gauss_next = rng.getstate()
-    return [version, list(internal), gauss_next]
-
-
-def set_random_state(rng: random.Random, state: list) -> None:
-    version, internal, gauss_next = state
-    rng.setstate((version, tuple(internal), gauss_next))
-
-
-class Strategy:
-    """What the search loop needs from a strategy (the base is the weight-sharing default)."""
-
-    name: ClassVar[str]
-    updates_per_epoch: int = 0  # updates after each epoch's steps, for display (0: none, or varies)
-
-    def __init__(self, config, device: torch.device):
-        self.config = config
-        self.device = device
-
-    def child(self) -> Arch | None:
-        """The architecture of the next shared-weight step (None: every path runs)."""
-        raise NotImplementedError
-
-    def logits(self, supernet: torch.nn.Module, x: torch.Tensor, child: Arch | None, epoch: float) -> torch.Tensor:
-        """The supernet's logits for one step at fractional ``epoch``."""
-        return supernet(x, child)
-
-    def step_figures(self, epoch: float) -> dict:
-        """Extra fields of a step record."""
-        return {}
-
-    def update_due(self, epoch: int, done: int) -> bool:
-        """Whether another update is due after the steps of ``epoch`` (0-based), ``done`` of
-        them made already. The default: ``updates_per_epoch`` updates after every epoch."""
-        return done < self.updates_per_epoch
-
-    def update(self, task) -> dict:
-        """One update after the shared-weight steps; returns its figures (a metrics record).
-        ``task`` rewards and scores architectures with the shared weights (``tasks``)."""
-        raise NotImplementedError(f"strategy {self.name} has no updates")
-
-    def propose(self, count: int, seed: int) -> list[Arch]:
-        """``count`` candidate architectures for derive, from a generator seeded by ``seed``."""
-        rng = random.Random(seed)
-        return [uniform_arch(self.config, rng) for _ in range(count)]
-
-    def state_dict(self) -> dict:
-        raise NotImplementedError
-
-    def load_state_dict(self, state: dict) -> None:
-        raise NotImplementedError
-
 
 class EnasStrategy(Strategy):
     """Children from the controller; REINFORCE updates of the controller between epochs."""
@@ -244,7 +195,7 @@ class OneShotStrategy(Strategy):
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (EnasStrategy, RandomStrategy, OneShotStrategy)
+    cls.name: cls for cls in (EnasStrategy, RandomStrategy, OneShotStrategy, NaoStrategy)
 }
 
 

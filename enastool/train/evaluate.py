@@ -285,7 +285,7 @@ def evaluate_image_run(
     """
     from ..data import load_dataset
     from ..nn.counting import count_params
-    from .device import autocast_dtype, resolve_device, use_channels_last
+    from .device import resolve_device, resolve_placement
 
     config = run.config
     name = final_checkpoint_name(run, checkpoint)
@@ -296,15 +296,14 @@ def evaluate_image_run(
     final = load_dataset(dataset, data_dir, purpose="final")
     images, labels = final.test if split == "test" else load_dataset(dataset, data_dir, purpose="search").valid
     model, arch, state = load_final_checkpoint(run, name, final.info)
-    device = resolve_device(device)
-    channels_last = use_channels_last(config, device)
-    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    placement = resolve_placement(config, resolve_device(device), training=False)
+    model = placement.prepare(model)
     batch = batch_size or config.batch_size * EVAL_BATCH_MULTIPLIER
     if batch < 1:
         raise EnasError(f"--batch-size {batch}: must be at least 1")
-    result = evaluate_network(model, images, labels, batch, device, tta, mean=final.info.mean,
-                              std=final.info.std, channels_last=channels_last,
-                              dtype=autocast_dtype(config, device, training=False))
+    result = evaluate_network(model, images, labels, batch, placement.device, tta, mean=final.info.mean,
+                              std=final.info.std, channels_last=placement.channels_last,
+                              dtype=placement.dtype)
     return {
         "accuracy": result["accuracy"],
         "loss": result["loss"],
@@ -321,5 +320,7 @@ def evaluate_image_run(
     }
 
 
-# The evaluation of a final run, per data kind (``enastool.encoding.spaces.DATA_KINDS``).
+# The evaluation of a final run, per data kind (``enastool.encoding.spaces.DATA_KINDS``). The
+# text entry (``lm.evaluate_text_run``) is added by ``enastool.train``'s __init__: lm imports
+# this module's helpers.
 FINAL_EVALUATORS: dict[str, Callable[..., dict]] = {IMAGES: evaluate_image_run}

@@ -47,7 +47,7 @@ from ..runs import BEST_CHECKPOINT as BEST
 from ..runs import LAST_CHECKPOINT as LAST
 from ..runs import capture_rng_state, restore_rng_state, seed_generators
 from . import distributed
-from .device import autocast, autocast_dtype, needs_grad_scaler, use_channels_last, use_compile
+from .device import autocast, needs_grad_scaler, resolve_placement
 from .evaluate import (
     ARCH_FILE, CHECKPOINT_VERSION, EVAL_BATCH_MULTIPLIER, RUN_KIND, arch_record, build_network,
     evaluate_network, image_data_record, network_output, parse_arch_record,
@@ -77,11 +77,11 @@ class Progress:
 
 
 class RunningMeter:
-    """Sums of loss, correct and images kept on the device between log lines.
+    """Sums of loss, correct and examples (images, tokens) kept on the device between log lines.
 
-    The rate (``per_s`` of :meth:`read`) counts only the images this process timed: a resumed
+    The rate (``per_s`` of :meth:`read`) counts only the examples this process timed: a resumed
     interval restores the sums (so the means cover the whole interval) but not the clock, and
-    dividing the restored images by the seconds since the resume gave rates 10x too high."""
+    dividing the restored count by the seconds since the resume gave rates 10x too high."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -94,14 +94,17 @@ class RunningMeter:
         self.timed = 0  # images added since the clock started
         self.started = time.perf_counter()
 
-    def add(self, loss: torch.Tensor, correct: torch.Tensor, images: int) -> None:
+    def add(self, loss: torch.Tensor, correct: torch.Tensor | None, images: int) -> None:
+        """``loss`` is the mean over ``images`` examples; ``correct`` None: no accuracy (text)."""
         self.loss_sum += loss.double() * images
-        self.correct += correct
+        if correct is not None:
+            self.correct += correct
         self.images += images
         self.timed += images
 
     def state_dict(self) -> dict:
-        """The sums, for a checkpoint (the clock restarts on resume)."""
+        """The sums, for a checkpoint (a resumed run's next record then covers the whole
+        interval; the clock restarts)."""
         return {"loss_sum": self.loss_sum, "correct": self.correct, "images": self.images}
 
     def load_state_dict(self, state: dict) -> None:
@@ -152,6 +155,8 @@ def sgd_optimizer(model: torch.nn.Module | list[dict], config) -> torch.optim.SG
 class FinalTrainer:
     """Builds everything a final-training run needs and runs its epochs."""
 
+    multi_process = True  # runs under torchrun, one process per device
+
     def __init__(self, arch, config, run, *, callback: Callback | None, interrupt):
         """``arch`` None means the config's own ``arch`` text (a resumed run knows its arch)."""
         if arch is None:
@@ -170,9 +175,10 @@ class FinalTrainer:
         self.callback = callback
         self.interrupt = interrupt
         self.dist, self.device = distributed.init_distributed(config.device)
-        self.dtype = autocast_dtype(config, self.device)
-        self.channels_last = use_channels_last(config, self.device)
-        self.compiled = use_compile(config, self.device)
+        self.placement = resolve_placement(config, self.device)
+        self.dtype = self.placement.dtype
+        self.channels_last = self.placement.channels_last
+        self.compiled = self.placement.compile
         # Everything that can fail on the user's input (data, network, batch size) is built
         # here, so a caller can build first and create the run directory only afterwards.
         self._build()
@@ -189,8 +195,7 @@ class FinalTrainer:
         # weights of ranks > 0 with rank 0's, so the model still starts equal everywhere.
         seed_generators(config.seed + self.dist.rank)
         model = build_network(self.arch, config, self.info.channels, self.info.num_classes)
-        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
-        self.model = model.to(self.device, memory_format=memory_format)
+        self.model = self.placement.prepare(model)
         self.loader = self._train_loader(splits.train)
         self.steps_per_epoch = len(self.loader)
         if self.steps_per_epoch == 0:
@@ -439,10 +444,7 @@ class FinalTrainer:
             "total_steps": config.epochs * self.steps_per_epoch,
             "start_epoch": self.progress.epoch,
             "start_step": self.progress.step,
-            "device": str(self.device),
-            "dtype": str(self.dtype or torch.float32).replace("torch.", ""),
-            "channels_last": self.channels_last,
-            "compile": self.compiled,
+            **self.placement.describe(),
             "world_size": self.dist.world_size,
             "params": sum(p.numel() for p in self.params),
         })
@@ -478,18 +480,25 @@ class FinalTrainer:
 
 
 # The final trainer of each data kind (``enastool.encoding.spaces.DATA_KINDS``); each has the
-# constructor signature and ``train(resume)`` of FinalTrainer.
+# constructor signature and ``train(resume)`` of FinalTrainer. The text entry (``lm.LMTrainer``)
+# is added by ``enastool.train``'s __init__: lm imports this module's helpers.
 FINAL_TRAINERS: dict[str, type] = {IMAGES: FinalTrainer}
+
+
+def final_trainer_class(space: str) -> type:
+    """The final trainer class of ``space``'s data kind (its ``multi_process`` says whether it
+    runs under torchrun)."""
+    kind = data_kind(space)
+    try:
+        return FINAL_TRAINERS[kind]
+    except KeyError:
+        raise EnasError(f"train-final: no final trainer for {kind} (space {space}) yet") from None
 
 
 def build_final_trainer(arch, config, run, *, callback: Callback | None = None, interrupt=None):
     """The final trainer of ``config.space``'s data kind, built (data, network) and ready to
     ``train(resume)``; ``run`` may be set afterwards (see FinalTrainer)."""
-    kind = data_kind(config.space)
-    try:
-        cls = FINAL_TRAINERS[kind]
-    except KeyError:
-        raise EnasError(f"train-final: no final trainer for {kind} (space {config.space}) yet") from None
+    cls = final_trainer_class(config.space)
     return cls(arch, config, run, callback=callback, interrupt=interrupt)
 
 
