@@ -142,23 +142,27 @@ def _cell(node: ast.expr, name: str) -> Cell:
     for p, pair in enumerate(pairs):
         node_id = p // PAIRS_PER_NODE + NUM_INPUTS
         where = f"DARTS {name} node {node_id} pair {p % PAIRS_PER_NODE + 1}"
-        if not (
-            isinstance(pair, (list, tuple))
-            and len(pair) == 2
-            and isinstance(pair[0], str)
-            and isinstance(pair[1], int)
-            and not isinstance(pair[1], bool)
-        ):
-            raise EncodingError(f"{where}: found {pair!r}, expected (op_name, input)")
-        op_name, index = pair
-        op = _op(op_name, where)
-        if not 0 <= index < node_id:
-            raise EncodingError(f"{where}: found input {index}, expected 0..{node_id - 1}")
-        branches.append((index, op))
+        op_name, index = _pair(pair, where, "op_name", node_id, repr)
+        branches.append((index, _op(op_name, where)))
     blocks = [
         Block(i1, o1, i2, o2) for (i1, o1), (i2, o2) in zip(branches[0::2], branches[1::2])
     ]
     return Cell(tuple(blocks))
+
+
+def _pair(pair, where: str, name_field: str, inputs: int, shown) -> tuple[str, int]:
+    """(name, input) of one DARTS pair, its input in 0..inputs-1; EncodingError naming ``where``."""
+    if not (
+        isinstance(pair, (list, tuple))
+        and len(pair) == 2
+        and isinstance(pair[0], str)
+        and isinstance(pair[1], int)
+        and not isinstance(pair[1], bool)
+    ):
+        raise EncodingError(f"{where}: found {shown(pair)}, expected ({name_field}, input)")
+    if not 0 <= pair[1] < inputs:
+        raise EncodingError(f"{where}: found input {pair[1]}, expected 0..{inputs - 1}")
+    return pair[0], pair[1]
 
 
 def _op(name: str, where: str) -> MicroOp:
@@ -238,19 +242,8 @@ def _recurrent_from_fields(fields: dict[str, ast.expr]) -> RecurrentArch:
     nodes = []
     for l, pair in enumerate(pairs, start=FIRST_NODE):
         where = f"DARTS recurrent pair {l} (node {l})"
-        if not (
-            isinstance(pair, (list, tuple))
-            and len(pair) == 2
-            and isinstance(pair[0], str)
-            and isinstance(pair[1], int)
-            and not isinstance(pair[1], bool)
-        ):
-            raise EncodingError(f"{where}: found {_shown(pair)}, expected (activation_name, input)")
-        name, index = pair
-        activation = _activation(name, where)
-        if not 0 <= index < l:
-            raise EncodingError(f"{where}: found input {index}, expected 0..{l - 1}")
-        nodes.append(RecurrentNode(index, activation))
+        name, index = _pair(pair, where, "activation_name", l, _shown)
+        nodes.append(RecurrentNode(index, _activation(name, where)))
     arch = RecurrentArch(tuple(nodes))
     if "concat" in fields:
         _check_recurrent_concat(fields["concat"], arch)
