@@ -114,7 +114,7 @@ from enastool.nn.recurrent import (
 from enastool.runs import RunDir
 from enastool.nn.blocks import ConvBN, FactorizedReduce, MacroBranch, SepConv
 from enastool.train.device import Placement, resolve_device, resolve_placement
-from enastool.train.evaluate import EVAL_BATCH_MULTIPLIER
+from enastool.train.evaluate import EVAL_BATCH_MULTIPLIER, network_output
 from enastool.train.trainer import train_final
 from enastool.encoding.textio import load_one
 from enastool.nn.final import build_final_network
@@ -295,7 +295,7 @@ class Runner(StepTimer):
                 self.sampled.append(arch)
                 logits, aux = self.step_net(self.x, arch), None
             else:
-                logits, aux = self.step_net(self.x)
+                logits, aux = network_output(self.step_net(self.x))
             loss = F.cross_entropy(logits.float(), self.y)
             if aux is not None:
                 loss = loss + AUX_WEIGHT * F.cross_entropy(aux.float(), self.y)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn, TimeRemainingColumn
 
-from .console import EnasGroup, err_console
+from .console import EXIT_HELP, EnasGroup, err_console
 
 # What `data download` can fetch; the library's downloaders are imported only when one runs.
 DOWNLOADABLE = ("cifar10", "ptb")
@@ -13,10 +13,16 @@ DOWNLOADABLE = ("cifar10", "ptb")
 
 @click.group(cls=EnasGroup)
 def data() -> None:
-    """Manage data sets. digits (images) and pydoc (text) are embedded and need nothing."""
+    """Manage data sets. digits (images) and pydoc (text) are embedded and need nothing.
+
+    \b
+    Examples:
+      enastool data download cifar10 --data-dir data
+      enastool data download ptb --data-dir data
+    """
 
 
-@data.command("download")
+@data.command("download", epilog=EXIT_HELP)
 @click.argument("dataset", type=click.Choice(DOWNLOADABLE))
 @click.option(
     "--data-dir",
@@ -35,6 +41,11 @@ def download(dataset: str, data_dir: str | None, url: str | None, md5: str | Non
     """Download DATASET, verify its checksums and put it in place (resumable, atomic).
 
     Prints the folder holding the data set on stdout: the --data-dir for it.
+
+    \b
+    Examples:
+      enastool data download cifar10 --data-dir data     # prints data/cifar-10-batches-py
+      enastool search --space micro --data-dir "$(enastool data download cifar10)" --out runs/m
     """
     from enastool.data import default_data_dir, download_cifar10, download_ptb
     from enastool.errors import EnasError

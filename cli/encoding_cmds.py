@@ -24,14 +24,14 @@ from enastool.encoding.macro import MAX_LAYERS
 from enastool.encoding.micro import MAX_BLOCKS
 from enastool.encoding.recurrent import MAX_NODES
 from enastool.encoding.nao import format_nao
-from enastool.encoding.render import format_for, to_dot
+from enastool.encoding.render import RANKDIRS, Layout, format_for, parse_skips, to_dot
 from enastool.encoding.render import render as render_file
 from enastool.encoding.spaces import IMAGES, TEXT, data_kind
 from enastool.encoding.textio import format_record, to_json
 from enastool.errors import EnasError, EncodingError
 
-from .common import from_option, load_input, source_argument, space_option
-from .console import fail, fail_many
+from .common import from_option, load_input, read_input, source_argument, space_option
+from .console import EXIT_HELP, fail, fail_many
 
 
 def _located(record, error: EnasError) -> str:
@@ -59,19 +59,42 @@ def _plural(count: int, noun: str) -> str:
 
 
 # =========================================================================== validate
-@click.command()
+@click.command(epilog=EXIT_HELP)
 @source_argument
 @space_option
 @from_option
-def validate(source: str, space: str | None, from_format: str) -> None:
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="text: the verdict on stderr, nothing on stdout; json: an object on stdout "
+                   "(valid, count, spaces, records with their canonical text, errors).")
+def validate(source: str, space: str | None, from_format: str, fmt: str) -> None:
     """Check the architectures in SOURCE (a file, or - for stdin: the default).
 
-    Exit status 0 when every record is valid; otherwise every error is printed, one line
-    each (source, record, token position, what was found and what was expected), and the
+    Exit status 0 when every record is valid; otherwise every error is printed on stderr, one
+    line each (source, record, token position, what was found and what was expected), and the
     exit status is 2.
+
+    \b
+    Examples:
+      enastool validate best.arch                  # "1 record valid (micro)" on stderr
+      enastool sample --space micro -n 5 | enastool validate - --format json
     """
-    records = load_input(source, space, from_format)
+    records, errors = read_input(source, space, from_format)
+    if fmt == "json":
+        click.echo(json.dumps(validation_report(records, errors), indent=2))
+    if errors:
+        fail_many(errors)
     click.echo(f"{_plural(len(records), 'record')} valid{_spaces_read(records)}", err=True)
+
+
+def validation_report(records, errors: list[str]) -> dict:
+    """validate's JSON: the verdict, the records read (space and canonical text) and the errors."""
+    return {
+        "valid": not errors,
+        "count": len(records),
+        "spaces": dict(Counter(r.arch.space for r in records)),
+        "records": [{"record": r.index, "space": r.arch.space, "arch": format_record(r.arch)} for r in records],
+        "errors": errors,
+    }
 
 
 def _spaces_read(records) -> str:
@@ -94,7 +117,7 @@ CONVERTERS = {"text": format_record, "darts": to_darts, "nao": format_nao, "dot"
 OUTPUT_FORMATS = ("text", JSON, "darts", "nao", "dot")
 
 
-@click.command()
+@click.command(epilog=EXIT_HELP)
 @source_argument
 @click.option(
     "--to",
@@ -113,6 +136,11 @@ def convert(source: str, to_format: str, space: str | None, from_format: str) ->
 
     DARTS genotypes describe micro and rnn cells, NAO token lines micro cells only; any other
     record is refused by name. Nothing is written unless every record converts.
+
+    \b
+    Examples:
+      enastool convert best.arch --to darts
+      enastool convert genotypes.txt --to text > archs.txt    # DARTS genotypes back to records
     """
     records = load_input(source, space, from_format)
     if to_format == JSON:
@@ -130,7 +158,7 @@ def output_paths(out: Path, numbers: list[int]) -> list[Path]:
     return [out.with_name(f"{out.stem}-{n}{out.suffix}") for n in numbers]
 
 
-@click.command()
+@click.command(epilog=EXIT_HELP)
 @source_argument
 @click.option(
     "-o",
@@ -147,25 +175,53 @@ def output_paths(out: Path, numbers: list[int]) -> list[Path]:
     metavar="I",
     help="Draw only record I (1-based) into OUT.",
 )
+@click.option(
+    "--rankdir",
+    type=click.Choice(RANKDIRS, case_sensitive=False),
+    default="TB",
+    show_default=True,
+    help="TB draws top to bottom, LR left to right.",
+)
+@click.option(
+    "--skips",
+    "skips_text",
+    metavar="all|none|N",
+    default=None,
+    help="Macro: which skip edges to draw: all (default), none, or those spanning at most N "
+    "layers (e.g. 4). The layer labels list every skip either way.",
+)
 @space_option
 @from_option
-def render(source: str, out: str, index: int | None, space: str | None, from_format: str) -> None:
+def render(source: str, out: str, index: int | None, rankdir: str, skips_text: str | None,
+           space: str | None, from_format: str) -> None:
     """Draw the architectures in SOURCE (a file, or - for stdin: the default) into OUT.
 
     One record is drawn into OUT. Several records give one file each, named after OUT with
     the record number before the suffix (arch.png -> arch-1.png, arch-2.png, ...), unless
     --index picks one. The written paths are printed on stderr. It never opens a viewer;
     .dot output needs no Graphviz installation, png/svg/pdf need its `dot` program.
+
+    \b
+    Examples:
+      enastool render best.arch -o best.png
+      enastool render fixtures/macro_final.txt -o macro.png --skips 4
+      enastool derive runs/demo | enastool render - -o best.svg --rankdir LR
     """
     fmt = format_for(out)  # a bad suffix fails before stdin is read
+    layout = Layout(rankdir.upper(), parse_skips(skips_text) if skips_text is not None else None)
     records = load_input(source, space, from_format)
     if index is not None:
         if index > len(records):
             fail(f"--index {index}: {source} has {_plural(len(records), 'record')}, expected 1..{len(records)}")
         records = [records[index - 1]]
+    if skips_text is not None:
+        other = next((r for r in records if not isinstance(r.arch, MacroArch)), None)
+        if other is not None:
+            fail(f"--skips {skips_text}: thins the skip edges of macro architectures; record "
+                 f"{other.index} is {other.arch.space}: drop --skips")
     for record, path in zip(records, output_paths(Path(out), [r.index for r in records])):
         try:
-            written = render_file(record.arch, path, fmt)
+            written = render_file(record.arch, path, fmt, layout=layout)
         except EncodingError as e:
             fail(_located(record, e))
         click.echo(f"wrote {written}", err=True)
@@ -307,7 +363,7 @@ def _print_table(rows: list[dict]) -> None:
     console.print(table)
 
 
-@click.command()
+@click.command(epilog=EXIT_HELP)
 @source_argument
 @click.option(
     "--format",
@@ -381,6 +437,13 @@ def info(
     With --counts (or --layers/--channels/--dataset, rnn: --hidden/--vocab) each record also
     gets the parameter, FLOP and multiply-add counts of its final network, counted on the real
     module (this imports torch). FLOPs count a multiply-add as 2; papers quote multiply-adds.
+    The table or the JSON is this command's data: it goes to stdout.
+
+    \b
+    Examples:
+      enastool info best.arch --format json
+      enastool info best.arch --layers 15 --channels 36 --dataset cifar10   # params and FLOPs
+      enastool info cell.arch --hidden 800 --vocab 10000                    # an rnn cell's network
     """
     records = load_input(source, space, from_format)
     rows = [{"record": r.index, **r.arch.summary()} for r in records]
@@ -399,8 +462,8 @@ def info(
 # The size option of each space and the keyword of its ``sample`` method.
 SAMPLE_SIZES = {
     MacroArch.space: ("layers", "num_layers"),
-    MicroArch.space: ("blocks", "num_blocks"),
-    RecurrentArch.space: ("nodes", "num_nodes"),
+    MicroArch.space: ("num-blocks", "num_blocks"),
+    RecurrentArch.space: ("num-nodes", "num_nodes"),
 }
 
 
@@ -409,7 +472,7 @@ def _sample_default(cls) -> int:
     return inspect.signature(cls.sample).parameters[SAMPLE_SIZES[cls.space][1]].default
 
 
-@click.command()
+@click.command(epilog=EXIT_HELP)
 @click.option("--space", type=click.Choice(sorted(SPACES)), required=True, help="Search space.")
 @click.option(
     "-n", "count", type=click.IntRange(1, MAX_COUNT), default=1, show_default=True, metavar="N", help="How many."
@@ -426,14 +489,18 @@ def _sample_default(cls) -> int:
     help=f"Macro: layers per architecture (default {_sample_default(MacroArch)}).",
 )
 @click.option(
+    "--num-blocks",
     "--blocks",
+    "blocks",
     type=click.IntRange(1, MAX_BLOCKS),
     default=None,
     metavar="B",
-    help=f"Micro: blocks per cell (default {_sample_default(MicroArch)}).",
+    help=f"Micro: blocks per cell, as search's --num-blocks (default {_sample_default(MicroArch)}).",
 )
 @click.option(
+    "--num-nodes",
     "--nodes",
+    "nodes",
     type=click.IntRange(1, MAX_NODES),
     default=None,
     metavar="N",
@@ -442,8 +509,14 @@ def _sample_default(cls) -> int:
 def sample(
     space: str, count: int, seed: int | None, layers: int | None, blocks: int | None, nodes: int | None
 ) -> None:
-    """Print N uniformly random valid architectures of a space as records, one per line."""
-    sizes = {"layers": layers, "blocks": blocks, "nodes": nodes}
+    """Print N uniformly random valid architectures of a space as records, one per line.
+
+    \b
+    Examples:
+      enastool sample --space micro -n 5 --seed 1 --num-blocks 5
+      enastool sample --space macro --layers 12 | enastool render - -o random.svg
+    """
+    sizes = {"layers": layers, "num-blocks": blocks, "num-nodes": nodes}
     option, keyword = SAMPLE_SIZES[space]
     for other, value in sizes.items():
         if other != option and value is not None:

@@ -71,10 +71,17 @@ DATASETS = IMAGE_DATASETS + TEXT_DATASETS
 # Whether a data set is read from a data directory (the embedded ones are not).
 DATASET_READS_FILES = {name: with_dir for kind in DATASETS_OF_KIND.values()
                        for name, with_dir in zip(kind, (False, True))}
+# The side of each image data set's square images (enastool.data's cifar10.SIZE and digits.SIZE,
+# written here because this module never imports torch; a test checks that they agree).
+IMAGE_SIDES = {"digits": 8, "cifar10": 32}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 AUTO = "auto"
 # Tri-state switches (compile, channels_last) accept these spellings; "auto" is kept as is.
 SWITCH_WORDS = {"on": True, "true": True, "off": False, "false": False}
+
+
+AUTOCAST_HELP = ("autocast dtype of the computation (the weights stay float32): auto (bfloat16 on "
+                 "CUDA, float32 elsewhere), float32, bfloat16, or float16 (CUDA only)")
 
 
 def setting(default: Any, help: str) -> Any:
@@ -243,7 +250,7 @@ class SearchConfig(_Config):
     )
     seed: int = setting(0, "seed of every random number generator")
     device: str = setting("auto", "auto (cuda when available), cpu, cuda or cuda:N")
-    dtype: str = setting("auto", "compute dtype: auto (bfloat16 on cuda), float32, bfloat16, float16 (cuda only)")
+    dtype: str = setting("auto", AUTOCAST_HELP)
     channels_last: bool | str = setting("auto", "channels-last memory format: auto, true, false")
 
     # shared weights (the child networks)
@@ -352,9 +359,9 @@ class FinalConfig(_Config):
     data_dir: str | None = setting(None, "folder holding the data set; not set = default place")
     seed: int = setting(0, "seed of every random number generator")
     device: str = setting("auto", "auto (cuda when available), cpu, cuda or cuda:N")
-    dtype: str = setting("auto", "compute dtype: auto (bfloat16 on cuda), float32, bfloat16, float16 (cuda only)")
+    dtype: str = setting("auto", AUTOCAST_HELP)
     channels_last: bool | str = setting("auto", "channels-last memory format: auto, true, false")
-    compile: bool | str = setting("auto", "torch.compile the network: auto (on cuda), true, false")
+    compile: bool | str = setting("auto", "torch.compile the network: auto (on CUDA), on or off")
 
     # network and training
     epochs: int = setting(310, "training epochs")
@@ -575,7 +582,8 @@ STRATEGY_PRESETS: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     },
 }
 
-PRESETS = ("paper", "smoke")
+PAPER_PRESET, SMOKE_PRESET = "paper", "smoke"
+PRESETS = (PAPER_PRESET, SMOKE_PRESET)
 
 
 def preset_values(kind: str, preset: str, space: str, strategy: str | None = None) -> dict[str, Any]:
@@ -615,6 +623,28 @@ MAX_LSTM_LAYERS = 64  # [1]
 MAX_CYCLE_FACTOR = 100  # lr_tmul [2]
 MAX_RATE = 100.0  # learning rates [0.05, 3.5e-3; rnn 20]: SGD and Adam diverge long before
 MAX_COEFFICIENT = 1_000.0  # loss weights, logit constants, clipping norm [0.8, 1.5, 5.0]
+
+
+def image_problems(dataset: str, cutout: int, augment_pad: int) -> list[tuple[str, str]]:
+    """(field, what is wrong) for augmentation that destroys the images of ``dataset`` (the
+    paper's CIFAR-10 settings on 8x8 digits), found before anything is loaded: the rule of
+    ``DeviceLoader`` (enastool.data.loader), which applies it again to the images it gets.
+    Not a rule of ``validate``: a paper configuration resolved without a data directory is
+    still a configuration (benchmarks and tests build networks from it)."""
+    side = IMAGE_SIDES.get(dataset)
+    if side is None:
+        return []
+    fix = ""
+    if not DATASET_READS_FILES.get(dataset, True):
+        fix = (f" (the paper presets are for 32x32 CIFAR-10: use --preset smoke on {dataset}, or "
+               "--data-dir DIR for CIFAR-10)")
+    found = []
+    if cutout >= side:
+        found.append(("cutout", f"covers the whole {side}x{side} image of {dataset}; lower it{fix}"))
+    if 2 * augment_pad >= side:
+        found.append(("augment_pad", f"shifts the {side}x{side} images of {dataset} by half their "
+                                     f"size or more; lower it{fix}"))
+    return found
 
 
 def _nao_problems(config) -> list[tuple[str, str]]:
@@ -943,8 +973,10 @@ def _parse_arch(space: str, arch: Any):
         raise EnasError(f"arch: {e}") from None
 
 
-def _resolve(cls, preset, space, config_file, overrides, arch=None):
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+def _resolve(cls, preset, space, config_file, overrides, arch=None, origins=None, check_data=False):
+    origins_given = dict(origins or {})
+    # None = not given, except for a key with an origin: --set val_size=none unsets it.
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None or k in origins_given}
     for key in overrides:
         if key not in cls.field_names():  # the CLI maps its options onto fields: a bug here
             raise ValueError(f"override {key!r} is not a {cls.kind} config field")
@@ -966,7 +998,8 @@ def _resolve(cls, preset, space, config_file, overrides, arch=None):
     strategy = overrides.get("strategy") or file_values.get("strategy")  # picks search additions
     layer(preset_values(cls.kind, preset, space, strategy), f"preset {preset!r}")
     layer(file_values, str(config_file))
-    layer(overrides, COMMAND_LINE)
+    for key, value in overrides.items():
+        layer({key: value}, origins_given.get(key, COMMAND_LINE))
     layer({"space": space}, origins.get("space", COMMAND_LINE))
     if "dataset" not in values:
         # No preset names a data set: the space's kind's embedded one (digits, pydoc), or the
@@ -985,6 +1018,11 @@ def _resolve(cls, preset, space, config_file, overrides, arch=None):
 
     config = cls(**values)
     config.validate(origins)
+    if check_data:
+        for key, message in image_problems(config.dataset, config.cutout, config.augment_pad):
+            # A value no layer set is the dataclass default: the authors' setting, as in paper.
+            origin = origins.get(key, f"preset {preset!r}")
+            raise EnasError(f"{origin}: {key} = {getattr(config, key)} {message}")
     return config
 
 
@@ -1019,13 +1057,20 @@ def resolve_search_config(
     space: str | None = None,
     config_file: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
+    origins: Mapping[str, str] | None = None,
+    check_data: bool = False,
 ) -> SearchConfig:
     """defaults < ``preset`` for ``space`` < ``config_file`` < ``overrides`` (None = not given).
 
     ``space`` picks the preset column; when None it comes from the overrides, then the
-    file, else "macro".
+    file, else "macro". ``origins`` names where an override came from (key -> e.g.
+    ``"--set epochs=3"``) for error messages; the default is "command line". ``check_data``
+    also refuses settings that cannot work on the data set (``image_problems``: the paper's
+    CIFAR-10 augmentation on 8x8 digits), as the data loader would later, after torch and the
+    data have loaded; the CLI asks for it so that such a command fails at once.
     """
-    return _resolve(SearchConfig, preset, space, config_file, overrides)
+    return _resolve(SearchConfig, preset, space, config_file, overrides, origins=origins,
+                    check_data=check_data)
 
 
 def resolve_final_config(
@@ -1034,6 +1079,8 @@ def resolve_final_config(
     config_file: str | Path | None = None,
     overrides: Mapping[str, Any] | None = None,
     arch: Any = None,
+    origins: Mapping[str, str] | None = None,
+    check_data: bool = False,
 ) -> FinalConfig:
     """As :func:`resolve_search_config`, for final training of ``arch``.
 
@@ -1041,4 +1088,60 @@ def resolve_final_config(
     overrides) is stored in canonical text. For the macro space it fixes ``layers`` to the
     architecture's own count; a different explicit ``layers`` is an error.
     """
-    return _resolve(FinalConfig, preset, space, config_file, overrides, arch)
+    return _resolve(FinalConfig, preset, space, config_file, overrides, arch, origins=origins,
+                    check_data=check_data)
+
+
+def default_preset(cls, config_file: str | Path | None, overrides: Mapping[str, Any]) -> str:
+    """The preset when none is given: ``paper`` for a data set read from files (CIFAR-10, PTB),
+    and ``smoke`` for the embedded ones (digits, pydoc), the data sets without a data directory.
+
+    The paper settings are CIFAR-10's (32x32 crops, cutout 16) and hundreds of epochs; on 8x8
+    digits they are refused (``image_problems``), so without this a bare ``enastool search
+    --space micro --out runs/x`` could only fail. The data set is the one the file and the
+    overrides (None = not given) name, else what ``_resolve`` picks (CIFAR-10 or PTB with a
+    data directory, else digits or pydoc).
+    """
+    values = load_toml_values(cls, config_file) if config_file is not None else {}
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    dataset = values.get("dataset")
+    # Without a data set named, _resolve picks the space's kind's embedded one (digits, pydoc),
+    # or the one a data directory holds (CIFAR-10, PTB): the data directory decides.
+    reads_files = DATASET_READS_FILES.get(dataset, True) if dataset else bool(values.get("data_dir"))
+    return PAPER_PRESET if reads_files else SMOKE_PRESET
+
+
+# --------------------------------------------------------------------------------------------
+# --set KEY=VALUE: any setting from the command line.
+# --------------------------------------------------------------------------------------------
+
+NONE_WORDS = ("none", "null")  # --set val_size=none: back to "not set" (TOML has no null)
+
+
+def parse_assignment(cls, text: str) -> tuple[str, Any]:
+    """(key, value) of one ``--set KEY=VALUE``, typed as the field ``key`` of ``cls`` needs.
+
+    VALUE is read as a TOML value (``1e-3``, ``20``, ``true``, ``"cuda:0"``); a bare word that
+    is not one (``auto``, ``cuda:0``, a path) is a string; ``none`` unsets a setting that may
+    be unset. Then the config's own coercion applies (an int widens to a float; on/off are
+    switches); ranges are checked when the config is resolved. EnasError names the assignment.
+    """
+    source = f"--set {text}"
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key:
+        raise EnasError(f"{source}: expected KEY=VALUE, e.g. --set controller_lr=1e-3")
+    check_known_key(cls, key, source)
+    allowed = _allowed_types(cls, key)
+    if raw.lower() in NONE_WORDS and type(None) in allowed:
+        return key, None
+    try:
+        value = tomllib.loads(f"value = {raw}")["value"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    try:
+        return key, coerce_value(cls, key, value, source)
+    except EnasError:
+        if str in allowed and value != raw:  # a name that reads as a number: device=0, data_dir=1
+            return key, raw
+        raise

@@ -6,7 +6,11 @@ Layout of a run directory::
                     command line, and the SHA-256 digests of its configuration and recorded files
     config.toml     the resolved configuration, for people (and for --config)
     config.json     the same, exactly; resume reads this one
-    metrics.jsonl   one JSON object per line, appended and flushed as training goes
+    metrics.jsonl   one JSON object per line, appended and flushed as training goes; each
+                    record carries ``wall_time``, the Unix time it was written (seconds)
+    metrics.csv     the same records as a table, kept equal to metrics.jsonl (``enastool.logs``)
+    status.json     running, interrupted, finished or failed, with the process (``tracking``)
+    tensorboard/    (optional) TensorBoard event files of the same records (``enastool.logs``)
     last.pt         latest checkpoint (best.pt: best one of a final-training run)
     arch.txt        (final runs) the architecture trained, a file recorded with ``record_file``
 
@@ -25,6 +29,12 @@ replaced arch.txt. Checkpoints are checked against the run that loads them by
 Writes are atomic (``enastool.atomic``); a failed write (a full disk) is one line naming the
 file, the free space and that the previous file is intact. A metrics line that cannot be
 written whole is cut off again, so the records before it stay readable.
+
+status.json says what the directory cannot tell by itself: whether a process is working on the
+run. ``tracking`` writes "running" (with the process id and host) while training runs, and
+afterwards "finished" (metrics.jsonl has its ``done`` record), "interrupted" (stopped with a
+checkpoint, to be resumed) or "failed" (an error, with its one line). A process killed outright
+leaves "running" behind; ``enastool runs`` reads that as failed when the process is gone.
 """
 
 from __future__ import annotations
@@ -34,18 +44,22 @@ import json
 import os
 import random
 import signal
+import socket
 import sys
 import threading
+import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 from . import __version__
 from .atomic import write_atomic, write_error
 from .atomic import write_text_atomic as write_text_atomic  # the loops import it from here
 from .config import CONFIG_CLASSES
 from .errors import EnasError
+from .logs import METRICS_CSV, TENSORBOARD_DIR, WALL_TIME_KEY, CsvSink, TensorBoardSink, check_tensorboard
 
 RUN_FILE = "run.json"
 CONFIG_TOML = "config.toml"
@@ -63,6 +77,8 @@ DIGEST_PREFIX = "sha256:"
 NUMPY_SEED_RANGE = 2**32  # np.random.seed takes 0 <= seed < 2**32
 # Metric records are ordered by this key; resume drops records past the checkpoint's step.
 STEP_KEY = "step"
+STATUS_FILE = "status.json"
+RUNNING, INTERRUPTED, FINISHED, FAILED = "running", "interrupted", "finished", "failed"
 
 
 class RunDir:
@@ -72,6 +88,9 @@ class RunDir:
         self.path = Path(path)
         self.config = config
         self.info = dict(info)
+        self._csv = CsvSink(self.path / METRICS_CSV)
+        self._tensorboard: TensorBoardSink | None = None
+        self._wrote = False  # a record or checkpoint written by this process (see ``tracking``)
 
     @property
     def kind(self) -> str:
@@ -199,8 +218,10 @@ class RunDir:
     def log(self, record: Mapping[str, Any]) -> None:
         """Append one record as a JSON line, written straight to the file so a crash loses at
         most this line. A write that fails (a full disk) is cut off again, so no torn line is
-        left for the next record to land on, and reported as one EnasError."""
-        data = (json.dumps(dict(record), default=_plain_number, allow_nan=True) + "\n").encode("utf-8")
+        left for the next record to land on, and reported as one EnasError. The record gets
+        ``wall_time`` (now) unless it has one."""
+        record = {**record, WALL_TIME_KEY: record.get(WALL_TIME_KEY, time.time())}
+        data = (json.dumps(record, default=_plain_number, allow_nan=True) + "\n").encode("utf-8")
         path = self.metrics_path
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the mode open() gives
@@ -220,6 +241,109 @@ class RunDir:
                 raise write_error(path, e, True, kept="the records written before are intact") from None
         finally:
             os.close(fd)
+        self._wrote = True
+        plain = json.loads(data)  # the record as metrics.jsonl holds it (numpy, torch scalars: numbers)
+        self._csv.append(plain, self.read_metrics)
+        tensorboard = self._tensorboard_sink()
+        if tensorboard is not None:
+            tensorboard.log(plain)
+
+    def rewrite_metrics(self, records: list[Mapping[str, Any]]) -> None:
+        """Replace the records (resume's truncation) in metrics.jsonl and every sink."""
+        self._wrote = True
+        text = "".join(json.dumps(dict(r), allow_nan=True) + "\n" for r in records)
+        write_text_atomic(self.metrics_path, text)
+        self._csv.rewrite(records)
+        tensorboard = self._tensorboard_sink()
+        if tensorboard is not None:
+            tensorboard.rewrite(records)
+
+    # ----------------------------------------------------------------- TensorBoard
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / TENSORBOARD_DIR
+
+    def enable_tensorboard(self) -> None:
+        """Log the records to TensorBoard from now on, and on every resume (the folder says so);
+        EnasError naming the extra to install when the tensorboard package is missing."""
+        check_tensorboard(self.tensorboard_dir)
+        self.tensorboard_dir.mkdir(exist_ok=True)
+
+    def _tensorboard_sink(self) -> TensorBoardSink | None:
+        if self._tensorboard is None and self.tensorboard_dir.is_dir():
+            self._tensorboard = TensorBoardSink(self.tensorboard_dir)
+        return self._tensorboard
+
+    def close(self) -> None:
+        """Flush and close the sinks (TensorBoard's writers); logging again reopens them."""
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+    # ----------------------------------------------------------------- status
+    def write_status(self, status: str, **details: Any) -> None:
+        record = {
+            "status": status, "pid": os.getpid(), "host": socket.gethostname(),
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"), **details,
+        }
+        write_text_atomic(self.path / STATUS_FILE, json.dumps(record, indent=2) + "\n")
+
+    def read_status(self) -> dict[str, Any] | None:
+        """status.json as written, or None when absent or unreadable."""
+        try:
+            data = json.loads((self.path / STATUS_FILE).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+            return None
+        return data if isinstance(data, dict) and isinstance(data.get("status"), str) else None
+
+    @contextmanager
+    def tracking(self) -> Iterator["RunDir"]:
+        """status.json says "running" while the block runs; afterwards "finished" when
+        metrics.jsonl has its done record, "interrupted" when the block returned without it or
+        a KeyboardInterrupt stopped it, "failed" (with the error's first line) on any other
+        exception, which propagates. The sinks are closed either way.
+
+        An exception raised before this process wrote a record or a checkpoint (a resume that
+        the run's checks refuse, a Ctrl-C while the data loads) puts status.json back as it was:
+        the run was not touched, and a refused resume leaves the folder byte for byte as it was."""
+        if self.tensorboard_dir.is_dir():  # logging there was asked for: say now if it cannot be
+            check_tensorboard(self.tensorboard_dir)
+        status_path = self.path / STATUS_FILE
+        previous = status_path.read_bytes() if status_path.is_file() else None
+        self._wrote = False
+        self.write_status(RUNNING)
+        try:
+            yield self
+        except BaseException as error:
+            if not self._wrote:
+                self._restore_status(previous)
+            elif isinstance(error, KeyboardInterrupt):
+                self._end_tracking(INTERRUPTED)
+            elif isinstance(error, SystemExit) and not error.code:
+                self._end_tracking(FINISHED if self.finished() else INTERRUPTED)
+            else:
+                text = " ".join(str(error).split())[:200]
+                self._end_tracking(FAILED, error=f"{type(error).__name__}: {text}" if text else type(error).__name__)
+            raise
+        else:
+            self._end_tracking(FINISHED if self.finished() else INTERRUPTED)
+
+    def _restore_status(self, previous: bytes | None) -> None:
+        self.close()
+        path = self.path / STATUS_FILE
+        try:
+            if previous is None:
+                path.unlink(missing_ok=True)
+            else:
+                write_atomic(path, lambda handle: handle.write(previous))
+        except (OSError, EnasError):
+            pass  # as in _end_tracking: the error that stopped the run is the one to report
+
+    def _end_tracking(self, status: str, **details: Any) -> None:
+        self.close()
+        try:
+            self.write_status(status, **details)
+        except EnasError:
+            pass  # a full disk: the error that stopped the run is the one to report
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """All records; a torn last line (a crash while writing) is skipped."""
@@ -240,8 +364,7 @@ class RunDir:
             return 0
         records = self.read_metrics()
         kept = [r for r in records if not _is_after(r, step)]
-        text = "".join(json.dumps(r, allow_nan=True) + "\n" for r in kept)
-        write_text_atomic(self.metrics_path, text)
+        self.rewrite_metrics(kept)
         return len(records) - len(kept)
 
     # ----------------------------------------------------------------- checkpoints
@@ -273,6 +396,7 @@ class RunDir:
         intact = [n for n in dict.fromkeys((name, LAST_CHECKPOINT)) if self.checkpoint_path(n).is_file()]
         kept = f"the previous {intact[0]} is intact" if intact else "no checkpoint was written yet"
         write_atomic(target, lambda handle: torch.save(canonical, handle), kept=kept)
+        self._wrote = True
         return target
 
     def load_checkpoint(self, name: str = LAST_CHECKPOINT, map_location: Any = "cpu") -> dict:
@@ -413,12 +537,25 @@ def restore_rng_state(state: Mapping[str, Any]) -> None:
 EXIT_CODE_BASE = 128  # shells report death by signal N as 128 + N: 130 SIGINT, 143 SIGTERM
 
 
+class SecondSignal(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM during a run: stop at once. ``signal_number`` is that signal."""
+
+    def __init__(self, signal_number: int):
+        super().__init__(signal_number)
+        self.signal_number = signal_number
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODE_BASE + self.signal_number
+
+
 class GracefulInterrupt:
     """Turns SIGINT / SIGTERM into a flag the training loop checks between steps.
 
     The loop finishes its step, saves a checkpoint and returns; the CLI exits with
-    :attr:`exit_code`. A second signal raises KeyboardInterrupt at once (the user insists);
-    a checkpoint being written then is left intact because saving is atomic. Previous
+    :attr:`exit_code`. A second signal raises :class:`SecondSignal` (a KeyboardInterrupt) at
+    once (the user insists); a checkpoint being written then is left intact because saving is
+    atomic, so the run resumes from its last checkpoint. Previous
     handlers are restored on exit. Outside the main thread Python cannot install handlers:
     the context manager then does nothing and the flag stays unset.
     """
@@ -440,7 +577,7 @@ class GracefulInterrupt:
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.signal_number is not None:
-            raise KeyboardInterrupt
+            raise SecondSignal(signum)
         self.signal_number = signum
 
     def __enter__(self) -> "GracefulInterrupt":

@@ -2,12 +2,13 @@
 # The main job end to end on the embedded digits data (no download, a few minutes on 2 CPU cores):
 #
 #   search (ENAS, micro space, smoke preset) -> derive the best architecture -> train it from
-#   scratch (smoke preset) -> evaluate it on the test set -> draw it.
+#   scratch (smoke preset) -> evaluate it on the test set -> draw it and the training curves.
 #
 # The architecture travels between the commands on a pipe; tee keeps a copy in best.arch.
 # Everything lands in DEMO_DIR (default runs/demo):
-#   search/   the search run          best.arch  the derived architecture (one record)
-#   final/    the final-training run  best.png   its picture
+#   search/   the search run          best.arch   the derived architecture (one record)
+#   final/    the final-training run  best.png    its picture
+#   search.png, curves.png            the curves of the search and of the final training
 # The script removes nothing: if DEMO_DIR already exists it stops and says so; delete the
 # folder or pick another one (DEMO_DIR=runs/demo2 bash scripts/demo.sh).
 # `make demo` runs it with the project's virtual environment on PATH.
@@ -30,18 +31,23 @@ mkdir -p "$DEMO_DIR"
 started=$SECONDS
 step() { say "[$((SECONDS - started))s] $*"; }
 
-step "1/4 search: ENAS on the micro space (smoke preset, digits)"
+step "1/5 search: ENAS on the micro space (smoke preset, digits)"
 enastool search --space micro --strategy enas --preset smoke --out "$DEMO_DIR/search"
 
-step "2/4 derive the best architecture and train it from scratch (smoke preset)"
+step "2/5 derive the best architecture and train it from scratch (smoke preset)"
 enastool derive "$DEMO_DIR/search" --top 1 \
     | tee "$DEMO_DIR/best.arch" \
     | enastool train-final - --preset smoke --out "$DEMO_DIR/final"
 
-step "3/4 evaluate the trained network on the test set"
+step "3/5 evaluate the trained network on the test set"
 enastool evaluate "$DEMO_DIR/final"
 
-step "4/4 draw the architecture"
+step "4/5 draw the architecture"
 enastool render "$DEMO_DIR/best.arch" -o "$DEMO_DIR/best.png"
 
-step "done: the architecture is $DEMO_DIR/best.arch, its picture $DEMO_DIR/best.png, the runs $DEMO_DIR/search and $DEMO_DIR/final"
+step "5/5 draw the training curves and list the runs"
+enastool plot "$DEMO_DIR/search" -o "$DEMO_DIR/search.png"
+enastool plot "$DEMO_DIR/final" -o "$DEMO_DIR/curves.png"
+enastool runs "$DEMO_DIR" >&2
+
+step "done: the architecture is $DEMO_DIR/best.arch, its picture $DEMO_DIR/best.png, the curves $DEMO_DIR/curves.png (final) and $DEMO_DIR/search.png, the runs $DEMO_DIR/search and $DEMO_DIR/final"

@@ -377,7 +377,7 @@ def test_sample_is_seeded_valid_and_sized():
 def test_sample_refuses_the_other_space_size_option():
     result = run("sample", "--space", "micro", "--layers", 4)
     assert result.exit_code == 2
-    assert error_lines(result) == ["enastool: error: --layers does not apply to --space micro; use --blocks"]
+    assert error_lines(result) == ["enastool: error: --layers does not apply to --space micro; use --num-blocks"]
 
 
 def _bytes_stream(text: str):
@@ -513,11 +513,12 @@ def test_sample_rnn_is_seeded_sized_and_valid():
     assert default[0] == "rnn" and len(default) == 1 + 2 * 8  # the published size
     validate = run("validate", input=first.stdout)
     assert (validate.exit_code, validate.stderr) == (0, "4 records valid (rnn)\n")
-    result = run("sample", "--space", "rnn", "--blocks", 2)
-    assert error_lines(result) == ["enastool: error: --blocks does not apply to --space rnn; use --nodes"]
+    result = run("sample", "--space", "rnn", "--blocks", 2)  # search's name is --num-blocks
+    assert error_lines(result) == ["enastool: error: --num-blocks does not apply to --space rnn; use --num-nodes"]
     result = run("sample", "--space", "rnn", "--nodes", 65)
     assert result.exit_code == 2 and error_lines(result) == [
-        "enastool: error: Invalid value for '--nodes': 65 is not in the range 1<=x<=64; see 'enastool sample --help'"
+        "enastool: error: Invalid value for '--num-nodes' / '--nodes': 65 is not in the range 1<=x<=64; "
+        "see 'enastool sample --help'"
     ]
 
 

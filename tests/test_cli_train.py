@@ -42,7 +42,8 @@ def invoke(*args, input=None):
 
 
 def epochs_of(run_path) -> list[dict]:
-    return [m for m in RunDir.open(run_path).read_metrics() if m["kind"] == "epoch"]
+    """The records of the evaluated epochs (every epoch has a record; these have test figures)."""
+    return [m for m in RunDir.open(run_path).read_metrics() if m["kind"] == "epoch" and "test_accuracy" in m]
 
 
 def enastool_command() -> list[str]:
@@ -190,8 +191,10 @@ def test_torchrun_two_processes_write_an_ordinary_run(tmp_path):
     summaries = [line for line in done.stderr.splitlines() if line.startswith("train-final: test accuracy")]
     assert len(summaries) == 1  # rank 0 alone reports
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "arch.txt", "best.pt", "config.json", "config.toml", "last.pt", "metrics.jsonl", "run.json",
+        "arch.txt", "best.pt", "config.json", "config.toml", "last.pt", "metrics.csv", "metrics.jsonl",
+        "run.json", "status.json",
     ]
+    assert RunDir.open(out).read_status()["status"] == "finished"  # rank 0 keeps it
     metrics = RunDir.open(out).read_metrics()
     steps = [m["step"] for m in metrics if m["kind"] == "step"]
     assert steps == sorted(set(steps))  # one writer

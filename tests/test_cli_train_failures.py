@@ -38,7 +38,8 @@ def test_paper_augmentation_on_8x8_digits_is_refused_before_anything_is_written(
     arch.write_text(str(micro_final) + "\n")
     out = tmp_path / "run"
     line = one_error_line(invoke("train-final", arch, "--preset", "paper", "--device", "cpu", "--out", out))
-    assert "cutout 16 covers the whole 8x8 image" in line and "--preset smoke" in line
+    assert "preset 'paper': cutout = 16 covers the whole 8x8 image of digits" in line
+    assert "--preset smoke" in line and "--data-dir" in line
     assert not out.exists()
 
 

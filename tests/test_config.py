@@ -427,6 +427,59 @@ def test_the_config_knows_which_data_sets_read_files():
     assert (DATASET_READS_FILES[DEFAULT_TEXT_DATASET], DATASET_READS_FILES[TEXT_DATASET_WITH_DIR]) == (False, True)
 
 
+def test_the_config_knows_the_side_of_every_image_data_set():
+    from enastool.config import IMAGE_SIDES
+    from enastool.data import cifar10, digits
+
+    assert IMAGE_SIDES == {"digits": digits.SIZE, "cifar10": cifar10.SIZE}
+
+
+def test_set_assignments_are_typed_by_their_field():
+    from enastool.config import parse_assignment
+
+    assert parse_assignment(SearchConfig, "controller_lr=1e-3") == ("controller_lr", 1e-3)
+    assert parse_assignment(SearchConfig, "epochs = 3") == ("epochs", 3)
+    assert parse_assignment(SearchConfig, "lr_max=1") == ("lr_max", 1.0)  # an int widens
+    assert parse_assignment(SearchConfig, "nesterov=false") == ("nesterov", False)
+    assert parse_assignment(FinalConfig, "compile=off") == ("compile", False)  # a switch word
+    assert parse_assignment(FinalConfig, "channels_last=auto") == ("channels_last", "auto")
+    assert parse_assignment(SearchConfig, "device=cuda:1") == ("device", "cuda:1")  # a bare word
+    assert parse_assignment(SearchConfig, 'device="cpu"') == ("device", "cpu")
+    assert parse_assignment(SearchConfig, "data_dir=2024") == ("data_dir", "2024")  # a name, not a number
+    assert parse_assignment(SearchConfig, "val_size=none") == ("val_size", None)
+    with pytest.raises(EnasError, match=r"^--set seed=none: seed = 'none' has type str, expected an integer$"):
+        parse_assignment(SearchConfig, "seed=none")  # seed cannot be unset
+
+
+def test_the_default_preset_follows_the_data_set(tmp_path):
+    from enastool.config import default_preset
+
+    assert default_preset(SearchConfig, None, {}) == "smoke"  # digits
+    assert default_preset(SearchConfig, None, {"data_dir": "data"}) == "paper"  # cifar10
+    assert default_preset(FinalConfig, None, {"dataset": "cifar10", "data_dir": None}) == "paper"
+    config_file = tmp_path / "c.toml"
+    config_file.write_text('[search]\ndata_dir = "data"\n')
+    assert default_preset(SearchConfig, config_file, {}) == "paper"
+    assert default_preset(SearchConfig, config_file, {"dataset": "digits"}) == "smoke"
+    # rnn: the embedded pydoc corpus, or PTB in a data directory
+    assert default_preset(SearchConfig, None, {"space": "rnn"}) == "smoke"
+    assert default_preset(FinalConfig, None, {"space": "rnn", "data_dir": "ptb"}) == "paper"
+    assert default_preset(SearchConfig, None, {"dataset": "ptb"}) == "paper"
+    assert default_preset(SearchConfig, None, {"dataset": "pydoc"}) == "smoke"
+
+
+def test_check_data_refuses_augmentation_larger_than_the_images_and_names_its_origin():
+    with pytest.raises(EnasError, match=r"^preset 'paper': augment_pad = 4 shifts the 8x8 images of digits"):
+        resolve_search_config("paper", "micro", check_data=True)
+    with pytest.raises(EnasError, match=r"^--set cutout=8: cutout = 8 covers the whole 8x8 image of digits"):
+        resolve_final_config("smoke", "macro", overrides={"cutout": 8}, arch="macro 0",
+                             origins={"cutout": "--set cutout=8"}, check_data=True)
+    # the paper settings fit CIFAR-10, and without check_data a configuration is only checked
+    # against its rules (benchmarks build paper networks without data)
+    assert resolve_search_config("paper", "micro", overrides={"data_dir": "d"}, check_data=True).augment_pad == 4
+    assert resolve_search_config("paper", "micro").dataset == "digits"
+
+
 # ------------------------------------------------------------------------ rnn (reference sec. 8)
 PAPER_RNN_SEARCH = dict(
     num_nodes=8, hidden_size=200, batch_size=128, bptt=35, epochs=600, lr_max=20.0, lr_min=20.0,

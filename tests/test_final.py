@@ -15,6 +15,7 @@ from enastool.nn.blocks import ConvBN
 from enastool.nn.counting import count_flops, count_params, mult_adds, network_counts
 from enastool.nn.final import AuxHead, MacroNet, MicroNet, build_final_network, drop_path
 from enastool.nn.kernels import AvgPool2d
+from enastool.train.evaluate import network_output
 
 # The authors' final architectures (reference sec. 3), from the fixtures.
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -60,7 +61,7 @@ def macro_arch(*layers):
 def train_step(net, x, y):
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True)
     net.train()
-    logits, aux = net(x)
+    logits, aux = network_output(net(x))
     loss = nn.functional.cross_entropy(logits, y)
     if aux is not None:
         loss = loss + AUX_WEIGHT * nn.functional.cross_entropy(aux, y)
@@ -92,21 +93,29 @@ def test_output_shapes_in_train_and_eval(space, shape):
     net = tiny_macro(**kw) if space == "macro" else tiny_micro(**kw)
     x = torch.randn(2, *shape)
     net.train()
-    logits, aux = net(x)
-    assert logits.shape == (2, classes)
-    assert (aux is None) if space == "macro" else (aux.shape == (2, classes))
+    output = net(x)
+    if space == "macro":  # no auxiliary head: logits alone, in training mode too
+        assert isinstance(output, torch.Tensor) and output.shape == (2, classes)
+    else:  # (logits, aux_logits) only while training with an auxiliary head
+        logits, aux = output
+        assert logits.shape == (2, classes) and aux.shape == (2, classes)
     net.eval()
-    logits, aux = net(x)
-    assert logits.shape == (2, classes) and aux is None
+    logits = net(x)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (2, classes)
+
+
+def test_micro_without_aux_head_returns_bare_logits_in_training_mode():
+    net = tiny_micro(aux_head=False).train()
+    assert isinstance(net(torch.randn(2, 3, 8, 8)), torch.Tensor)
 
 
 @pytest.mark.parametrize("space", ["macro", "micro"])
 def test_channels_last_input_gives_the_same_logits(space):
     net = (tiny_macro() if space == "macro" else tiny_micro()).eval()
     x = torch.randn(2, 3, 16, 16)
-    expected, _ = net(x)
+    expected = net(x)
     net = net.to(memory_format=torch.channels_last)
-    got, _ = net(x.contiguous(memory_format=torch.channels_last))
+    got = net(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
@@ -145,7 +154,7 @@ def test_macro_pooling_arcs_run_real_pooling():
     net = tiny_macro(arch)
     kinds = [type(m) for layer in net.layers for m in layer.branch]
     assert AvgPool2d in kinds and nn.MaxPool2d in kinds
-    logits, _ = net.eval()(torch.randn(2, 3, 8, 8))
+    logits = net.eval()(torch.randn(2, 3, 8, 8))
     assert torch.isfinite(logits).all()
 
 
@@ -155,7 +164,7 @@ def test_macro_pool_op_changes_the_output():
     mx = tiny_macro(macro_arch((MacroOp.MAX3, ())))
     mx.load_state_dict(avg.state_dict())  # same weights, only the op differs
     x = torch.randn(2, 3, 8, 8)
-    assert not torch.allclose(avg.eval()(x)[0], mx.eval()(x)[0])
+    assert not torch.allclose(avg.eval()(x), mx.eval()(x))
 
 
 def test_macro_concatenated_skips_widen_the_combine_conv():
@@ -209,7 +218,7 @@ def test_micro_reduction_cell_reduces_loose_input_nodes():
     cell = Cell((Block(1, MicroOp.SEP3, 1, MicroOp.IDENTITY),))
     arch = MicroArch(cell, cell)
     net = tiny_micro(arch, aux_head=False)
-    logits, _ = net.eval()(torch.randn(2, 3, 16, 16))
+    logits = net.eval()(torch.randn(2, 3, 16, 16))
     assert logits.shape == (2, 10)
     assert set(net.cells[1].loose_reduce) == {"0"}
 
@@ -322,16 +331,16 @@ def test_micro_drop_path_changes_training_output_only_when_ramped():
     x = torch.randn(4, 3, 8, 8)
     net.set_drop_path_progress(0.0)
     torch.manual_seed(1)
-    a, _ = net(x)
+    a = net(x)
     torch.manual_seed(2)
-    b, _ = net(x)
+    b = net(x)
     torch.testing.assert_close(a, b)  # nothing random left at progress 0
     net.set_drop_path_progress(1.0)
     torch.manual_seed(1)
-    c, _ = net(x)
+    c = net(x)
     assert not torch.allclose(a, c)
     net.eval()
-    torch.testing.assert_close(net(x)[0], net(x)[0])  # eval is deterministic
+    torch.testing.assert_close(net(x), net(x))  # eval is deterministic
 
 
 # ----------------------------------------------------------------- counting

@@ -220,8 +220,8 @@ NUMBER_TEXT = st.one_of(
 SEARCH_NUMBERS = ["--epochs", "--seed", "--layers", "--channels", "--num-blocks", "--batch-size", "--val-size",
                   "--lr-max", "--lr-min", "--l2", "--grad-clip", "--controller-samples", "--controller-updates",
                   "--log-every", "--checkpoint-every"]
-FINAL_NUMBERS = ["--layers", "--channels", "--epochs", "--batch-size", "--cutout", "--aux-weight", "--drop-path",
-                 "--keep-prob", "--lr-max", "--lr-min", "--l2", "--grad-clip", "--eval-every", "--seed"]
+FINAL_NUMBERS = ["--layers", "--channels", "--epochs", "--batch-size", "--cutout", "--aux-weight", "--drop-path-keep",
+                 "--dropout-keep", "--lr-max", "--lr-min", "--l2", "--grad-clip", "--eval-every", "--seed"]
 
 
 @pytest.fixture(scope="module")
@@ -242,6 +242,28 @@ def test_any_number_in_an_option_is_one_line(source, data):
             options = data.draw(st.lists(st.tuples(st.sampled_from(FINAL_NUMBERS), NUMBER_TEXT), min_size=1, max_size=3))
             args = ["train-final", source, *STOP_AT_DATA, "--out", f"{tmp}/run"]
         result = invoke(args + [part for pair in options for part in pair])
+        assert_clean(result)
+        assert result.exit_code == 2 and not Path(tmp, "run").exists()
+
+
+SET_TEXT = st.one_of(NUMBER_TEXT, st.sampled_from(["true", "off", "auto", "none", '"x"', "[1]", "{a=1}", "=", "1 2"]),
+                    st.text(max_size=8))
+
+
+@fuzz(40)
+@given(st.data())
+def test_any_set_assignment_is_one_line(source, data):
+    """--set KEY=VALUE with any key (or a near miss) and any text: one line, exit 2, nothing made
+    (the examples that set something valid stop at the data, as above)."""
+    from enastool.config import FinalConfig, SearchConfig
+
+    final = data.draw(st.booleans())
+    cls = FinalConfig if final else SearchConfig
+    key = data.draw(st.one_of(st.sampled_from(cls.field_names()), st.text(min_size=0, max_size=6)))
+    assignment = f"{key}={data.draw(SET_TEXT)}" if data.draw(st.integers(0, 9)) else key
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["train-final", source] if final else ["search"]
+        result = invoke([*args, *STOP_AT_DATA, "--out", f"{tmp}/run", "--set", assignment])
         assert_clean(result)
         assert result.exit_code == 2 and not Path(tmp, "run").exists()
 

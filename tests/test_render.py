@@ -23,12 +23,16 @@ from enastool.encoding.render import (
     ACTIVATION_COLOURS,
     FORMATS,
     MISSING_DOT,
+    Layout,
     dot_to,
+    drawn_skips,
     format_for,
     op_colour,
+    parse_skips,
     render,
     to_dot,
 )
+from enastool.encoding.textio import load_one
 from enastool.errors import EnasError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
@@ -341,3 +345,51 @@ def test_render_writes_through_a_symbolic_link_as_open_would(tmp_path, micro_fin
     dangling.symlink_to(tmp_path / "gone" / "x.dot")
     with pytest.raises(EnasError, match=r"no such directory .*gone.* \(the target of the link .*dangling.dot\)"):
         render(micro_final, dangling)
+
+
+# ----------------------------------------------------------------- layout options
+def skip_edges(dot: str) -> set[tuple[str, str]]:
+    return {(a, b) for a, b, attrs in edges(dot) if "dashed" in attrs}
+
+
+def test_render_macro_skips_option_thins_the_authors_98_skips_by_span(macro_final):
+    position = {"stem": 0, **{f"layer{k}": k + 1 for k in range(24)}}
+    every = skip_edges(to_dot(macro_final))
+    four = to_dot(macro_final, layout=Layout(max_skip_span=4))
+    kept = skip_edges(four)
+    assert kept == {(a, b) for a, b in every if position[b] - position[a] <= 4}
+    assert len(kept) == 23 and ("stem", "layer2") in kept and ("layer1", "layer3") in kept
+    assert 'label="macro: 24 layers, 98 of 276 skips; 23 drawn (span <= 4)"' in four
+    assert "skips: stem, 0, 2<" in nodes(four)["layer5"]  # the labels still list every skip
+    none = to_dot(macro_final, layout=Layout(max_skip_span=parse_skips("none")))
+    assert skip_edges(none) == set() and "; none drawn" in none
+    assert skip_edges(to_dot(macro_final, layout=Layout(max_skip_span=parse_skips("all")))) == every
+    assert len(skip_edges(to_dot(macro_final, layout=Layout(max_skip_span=24)))) == 98
+    assert len(drawn_skips(macro_final, Layout(max_skip_span=8))) == 52
+
+
+def test_render_rankdir_lr_lays_the_macro_chain_out_in_a_row_with_skips_above(macro_final):
+    dot = to_dot(macro_final, layout=Layout("LR", 4))
+    drawn = nodes(dot)
+    chain = ["stem"] + [f"layer{k}" for k in range(24)] + ["output"]
+    pins = [tuple(map(float, re.search(r'pos="([-0-9.]+),([-0-9.]+)!"', drawn[n]).groups())) for n in chain]
+    assert {y for _, y in pins} == {0.0}
+    assert [x for x, _ in pins] == sorted(x for x, _ in pins) and len({x for x, _ in pins}) == 26
+    for a, b, attrs in edges(dot):
+        if "dashed" in attrs:
+            assert 'tailport="n"' in attrs and 'headport="n"' in attrs
+        else:
+            assert 'tailport="e"' in attrs and 'headport="w"' in attrs
+    assert 'tailport="s"' not in to_dot(macro_final, layout=Layout("LR")).split("legend")[1]
+
+
+def test_render_rankdir_lr_turns_the_micro_and_rnn_graphs(micro_final):
+    for arch in (micro_final, load_one(FIXTURES / "rnn_final.txt")):
+        down, right = to_dot(arch), to_dot(arch, layout=Layout("LR"))
+        assert 'rankdir="TB"' in down and 'rankdir="LR"' in right
+        # the inputs' ports face the flow: below them top to bottom, to their right left to right
+        assert ':s"' in down and ':s"' not in right and ':e"' in right
+    with pytest.raises(EnasError, match="rankdir 'BT'"):
+        Layout("BT")
+    with pytest.raises(EnasError, match="--skips '4x'"):
+        parse_skips("4x")

@@ -10,6 +10,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -99,11 +100,21 @@ def test_metrics_append_read_and_truncate(run):
     assert [r.get("step") for r in run.read_metrics()] == [10, 20, None]
 
 
+def test_every_metrics_record_gets_the_wall_clock_time_it_was_written(run):
+    started = time.time()
+    run.log({"step": 1, "loss": 2.0})
+    run.log({"kind": "done", "wall_time": 12.5})  # a record's own time is kept
+    first, done = run.read_metrics()
+    assert started <= first["wall_time"] <= time.time()
+    assert done["wall_time"] == 12.5
+
+
 def test_torn_last_metric_line_is_dropped(run):
     run.log({"step": 1, "loss": 2.0})
     with run.metrics_path.open("a") as handle:
         handle.write('{"step": 2, "lo')  # crash in the middle of a write
-    assert run.read_metrics() == [{"step": 1, "loss": 2.0}]
+    assert [{k: v for k, v in r.items() if k != "wall_time"} for r in run.read_metrics()] == [
+        {"step": 1, "loss": 2.0}]
     run.truncate_after(5)
     run.log({"step": 2, "loss": 1.0})
     assert [r["step"] for r in run.read_metrics()] == [1, 2]
@@ -180,7 +191,8 @@ def test_atomically_written_files_get_the_permissions_open_gives(run, tmp_path):
                    env={**os.environ, "OMP_NUM_THREADS": "1"})
     modes = {p.name: mode_of(p) for p in other.iterdir()}
     assert modes == dict.fromkeys(
-        ["config.json", "config.toml", "run.json", "last.pt", "metrics.jsonl", "plain.txt"], 0o640
+        ["config.json", "config.toml", "run.json", "last.pt", "metrics.jsonl", "metrics.csv",
+         "plain.txt"], 0o640
     )
 
 
@@ -290,6 +302,7 @@ def test_graceful_interrupt_is_a_no_op_outside_the_main_thread():
 # ------------------------------------------------------------------------ failures and tampering
 def test_a_metrics_line_that_cannot_be_written_is_cut_off_and_reported(run, monkeypatch):
     run.log({"step": 1, "loss": 2.0})
+    before = run.metrics_path.read_text()
     import enastool.runs as runs_module
 
     real_write = os.write
@@ -307,7 +320,7 @@ def test_a_metrics_line_that_cannot_be_written_is_cut_off_and_reported(run, monk
         r"[0-9.]+ (B|KiB|MiB|GiB|TiB) free on its disk; the records written before are intact",
         str(caught.value),
     )
-    assert run.metrics_path.read_text() == '{"step": 1, "loss": 2.0}\n'  # no torn half-line
+    assert run.metrics_path.read_text() == before  # no torn half-line
     run.log({"step": 2, "loss": 1.0})
     assert [r["step"] for r in run.read_metrics()] == [1, 2]
 

@@ -188,7 +188,11 @@ def test_training_beats_chance_on_digits_and_writes_the_run(tmp_path):
 
     kinds = [e["kind"] for e in events]
     assert kinds[0] == "start" and kinds[-1] == "done"
-    assert [e["epoch"] for e in events if e["kind"] == "epoch"] == [2, 4]  # eval_every=2
+    epochs = [e for e in events if e["kind"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3, 4]  # an event every epoch (the epochs bar)
+    assert [e["epoch"] for e in epochs if "test_accuracy" in e] == [2, 4]  # eval_every=2
+    ticks = [e["step"] for e in events if e["kind"] == "tick"]
+    assert ticks == list(range(1, result["step"] + 1))  # the bar moves every step
     steps = [e for e in events if e["kind"] == "step"]
     assert [e["step"] for e in steps] == list(range(5, result["step"] + 1, 5))
     assert all(e["lr"] <= config.lr_max and e["images_per_s"] > 0 for e in steps)
@@ -196,7 +200,9 @@ def test_training_beats_chance_on_digits_and_writes_the_run(tmp_path):
 
     metrics = run.read_metrics()
     assert [m["step"] for m in metrics if m["kind"] == "step"] == [e["step"] for e in steps]
-    assert sum(m["kind"] == "epoch" for m in metrics) == 2
+    assert sum(m["kind"] == "epoch" for m in metrics) == 4
+    assert all("wall_time" in m for m in metrics)
+    assert not any(m["kind"] == "tick" for m in metrics)  # ticks are events, not records
     assert (run.path / "arch.txt").read_text().strip() == f"macro {MACRO.format()}"
 
     for name in ("last.pt", "best.pt"):
@@ -280,6 +286,25 @@ def test_a_log_interval_spanning_an_interruption_reports_the_uninterrupted_loss(
         return [(m["step"], m["loss"], m["acc"]) for m in r.read_metrics() if m["kind"] == "step"]
 
     assert losses(run) == losses(whole_run) and len(losses(run)) >= 2
+
+
+def test_a_resumed_run_reports_the_images_per_second_it_measured(tmp_path):
+    # The interval of steps 11-20 is cut at step 18: 8 steps before the interrupt, 2 after the
+    # resume. Dividing all 10 steps' images by the 2 steps' time read 5x too fast (and 23142
+    # img/s on a GPU); only the images timed since the resume count.
+    config = tiny_config(MACRO, epochs=1, log_every=10)
+    whole_run, _ = train(tmp_path, "whole", MACRO, config)
+    run, first = train(tmp_path, "parts", MACRO, config, interrupt=StopAt(18))
+    assert first["interrupted"] is True and first["step"] == 18
+    train_final(MACRO, config, RunDir.open(run.path), resume=True)
+
+    def rates(r):
+        return {m["step"]: m["images_per_s"] for m in r.read_metrics() if m["kind"] == "step"}
+
+    whole, resumed = rates(whole_run), rates(run)
+    assert set(whole) == set(resumed) == {10, 20}
+    assert 0.5 < resumed[20] / whole[20] < 2.0, (resumed, whole)
+    assert all("wall_time" in m for m in run.read_metrics())
 
 
 def test_resume_refuses_another_architecture(tmp_path):
@@ -367,5 +392,6 @@ def test_two_process_gloo_run_is_written_by_rank_0_only(tmp_path):
     (epoch,) = [m for m in metrics if m["kind"] == "epoch"]
     assert epoch["test_images"] == splits.test.num_examples  # both shards counted
     assert sorted(p.name for p in run.path.iterdir() if not p.name.startswith(".")) == [
-        "arch.txt", "best.pt", "config.json", "config.toml", "last.pt", "metrics.jsonl", "run.json",
+        "arch.txt", "best.pt", "config.json", "config.toml", "last.pt", "metrics.csv", "metrics.jsonl",
+        "run.json",
     ]

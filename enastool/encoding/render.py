@@ -20,6 +20,15 @@ output need nothing installed; the other formats run the ``dot`` binary through 
   nodes 1..N each in the colour of its activation with an edge from the node it reads, and
   the output h_t, the mean of nodes 1..N, fed by thin dashed edges from every node.
 
+Two options change the drawing of every space (``Layout``): ``rankdir`` "TB" (top to bottom,
+the default) or "LR" (left to right: the macro chain runs along a row with its skips arcing
+above it, the cells and the rnn graph flow rightwards), and, for macro, which skip edges are
+drawn: all (default), none, or those spanning at most N positions of the chain (a skip from
+layer 3 into layer 5 spans 2; the stem is position 0). Every layer's label still lists all its
+skip sources, and the title says how many skips are drawn. Thinning keeps the authors' 24-layer
+network readable: its 98 skips, 46 of which span more than 8 positions, otherwise meet in one
+bundle beside the chain.
+
 Colours of convolutional ops come from their kind and kernel size (``OpKind`` and the op enums
 in ``ops.py``), so every op of every vocabulary has one; activations have one colour each
 (``ACTIVATION_COLOURS``). A legend lists the vocabulary with its counts.
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -67,6 +77,51 @@ DARK_FILLS = {shades[-1] for shades in KIND_COLOURS.values()}  # these take whit
 INPUT_FILL = "#f2f2f2"
 OUTPUT_FILL = "#fff2ae"
 SKIP_COLOUR = "#55555599"  # translucent, so that overlapping skip arcs stay legible
+
+
+RANKDIRS = ("TB", "LR")  # top to bottom, left to right
+SKIPS_ALL, SKIPS_NONE = "all", "none"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How to draw: ``rankdir`` one of RANKDIRS; ``max_skip_span`` None draws every macro skip,
+    0 none, N those spanning at most N positions of the chain."""
+
+    rankdir: str = "TB"
+    max_skip_span: int | None = None
+
+    def __post_init__(self):
+        if self.rankdir not in RANKDIRS:
+            raise EnasError(f"rankdir {self.rankdir!r}: expected one of {', '.join(RANKDIRS)}")
+        if self.max_skip_span is not None and (
+            not isinstance(self.max_skip_span, int) or self.max_skip_span < 0
+        ):
+            raise EnasError(f"skip span {self.max_skip_span!r}: expected a count of 0 or more")
+
+    @property
+    def horizontal(self) -> bool:
+        return self.rankdir == "LR"
+
+    def flow_ports(self) -> tuple[str, str]:
+        """(tail, head) compass ports of an edge that follows the flow."""
+        return ("e", "w") if self.horizontal else ("s", "n")
+
+
+def parse_skips(text: str) -> int | None:
+    """``--skips`` text -> ``Layout.max_skip_span``: "all" None, "none" 0, "N" N."""
+    word = str(text).strip().lower()
+    if word == SKIPS_ALL:
+        return None
+    if word == SKIPS_NONE:
+        return 0
+    if word.isdigit():
+        return int(word)
+    raise EnasError(f"--skips {text!r}: expected {SKIPS_ALL}, {SKIPS_NONE} or a span N (draw the "
+                    "skips spanning at most N layers)")
+
+
+DEFAULT_LAYOUT = Layout()
 
 
 def op_colour(op) -> str:
@@ -172,7 +227,32 @@ def _macro_label(k: int, layer) -> Html:
     )
 
 
-def _macro_dot(arch: MacroArch, title: str, graph_name: str) -> list[str]:
+def drawn_skips(arch: MacroArch, layout: Layout) -> list[tuple[int, int]]:
+    """(source position, layer index) of the skips ``layout`` draws; the stem is position 0,
+    layer k position k + 1, so a skip's span is ``k + 1 - source``."""
+    limit = layout.max_skip_span
+    return [
+        (m, k)
+        for k, layer in enumerate(arch.layers)
+        for m in layer.skip_sources
+        if limit is None or k + 1 - m <= limit
+    ]
+
+
+def _skips_note(arch: MacroArch, layout: Layout) -> str:
+    """What the title adds when not every skip is drawn."""
+    if layout.max_skip_span is None or arch.num_skips == 0:
+        return ""
+    if layout.max_skip_span == 0:
+        return "; none drawn"
+    return f"; {len(drawn_skips(arch, layout))} drawn (span <= {layout.max_skip_span})"
+
+
+# Macro geometry when the chain runs left to right: the gap between two boxes (inches).
+MACRO_ROW_GAP = 0.35
+
+
+def _macro_dot(arch: MacroArch, title: str, graph_name: str, layout: Layout = DEFAULT_LAYOUT) -> list[str]:
     # layout=neato with pinned positions: `dot -Tpng file.dot` reproduces the drawing too.
     splines = CURVED if arch.num_skips <= CURVED_SKIPS_MAX else ROUTED
     lines = _header(graph_name, title, layout="neato", splines=splines, outputorder="edgesfirst")
@@ -180,30 +260,36 @@ def _macro_dot(arch: MacroArch, title: str, graph_name: str) -> list[str]:
     longest = max(len("skips: " + ", ".join(_skip_names(layer))) for layer in arch.layers)
     width = max(MACRO_MIN_WIDTH, longest * SMALL_CHAR_WIDTH + 0.3)
     height = 2 * MACRO_STEP / 3
+    pitch = width + MACRO_ROW_GAP if layout.horizontal else MACRO_STEP
 
-    def pos(i: int, x: float = 0.0) -> str:
-        return f"{x:.3f},{-i * MACRO_STEP:.3f}!"
+    def pos(i: int) -> str:
+        x, y = (i * pitch, 0.0) if layout.horizontal else (0.0, -i * pitch)
+        return f"{x:.3f},{y:.3f}!"
 
     size = {"width": f"{width:.2f}", "height": f"{height:.2f}"}
     lines.append(_node(names[0], label="stem", fillcolor=INPUT_FILL, pos=pos(0), **size))
     for k, layer in enumerate(arch.layers):
         lines.append(_op_node(names[k + 1], layer.op, label=_macro_label(k, layer), pos=pos(k + 1), **size))
     lines.append(_node(names[-1], label="output", fillcolor=OUTPUT_FILL, pos=pos(len(names) - 1), **size))
-    legend_x = -(width / 2 + LEGEND_GAP + 0.8)
-    lines.append(_legend("legend", arch.op_histogram(), pos=f"{legend_x:.3f},{-1.2 * MACRO_STEP:.3f}!"))
+    if layout.horizontal:  # below the stem
+        legend_at = f"0.000,{-(height + LEGEND_GAP + 1.2):.3f}!"
+    else:  # left of the top of the chain
+        legend_at = f"{-(width / 2 + LEGEND_GAP + 0.8):.3f},{-1.2 * MACRO_STEP:.3f}!"
+    lines.append(_legend("legend", arch.op_histogram(), pos=legend_at))
     # The chain: each layer's input is its immediate predecessor.
+    tail, head = layout.flow_ports()
     for k, layer in enumerate(arch.layers):
-        lines.append(_edge(names[layer.input_source], names[k + 1], tailport="s", headport="n"))
-    lines.append(_edge(names[-2], names[-1], tailport="s", headport="n"))
-    # Skips: curved arcs from the right of the source to the right of the layer.
-    for k, layer in enumerate(arch.layers):
-        for m in layer.skip_sources:
-            lines.append(
-                _edge(
-                    names[m], names[k + 1], tailport="e", headport="e", style="dashed",
-                    color=SKIP_COLOUR, penwidth=0.7, arrowsize=0.4,
-                )
+        lines.append(_edge(names[layer.input_source], names[k + 1], tailport=tail, headport=head))
+    lines.append(_edge(names[-2], names[-1], tailport=tail, headport=head))
+    # Skips: curved arcs out of one side of the chain (the right, or the top when it is a row).
+    side = "n" if layout.horizontal else "e"
+    for m, k in drawn_skips(arch, layout):
+        lines.append(
+            _edge(
+                names[m], names[k + 1], tailport=side, headport=side, style="dashed",
+                color=SKIP_COLOUR, penwidth=0.7, arrowsize=0.4,
             )
+        )
     lines.append("}")
     return lines
 
@@ -216,28 +302,36 @@ INPUT_SUBSCRIPTS = ("k-2", "k-1")
 OUTPUT_SUBSCRIPT = "k"
 
 
-def _inputs_label() -> Html:
-    cells = "".join(
+def _input_table(cells: list[str], layout: Layout) -> Html:
+    """An HTML-like table of input cells across the flow: a row when it runs downwards, a
+    column when it runs rightwards."""
+    rows = "".join(f"<TR>{c}</TR>" for c in cells) if layout.horizontal else f"<TR>{''.join(cells)}</TR>"
+    return Html(f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="10" CELLPADDING="5">{rows}</TABLE>>')
+
+
+def _inputs_label(layout: Layout) -> Html:
+    cells = [
         f'<TD PORT="{n}" BGCOLOR="{INPUT_FILL}" STYLE="rounded" WIDTH="56">c<SUB>{sub}</SUB><BR/>'
         f'<FONT POINT-SIZE="{SMALL_FONT}">node {n}</FONT></TD>'
         for n, sub in enumerate(INPUT_SUBSCRIPTS)
-    )
-    return Html(f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="10" CELLPADDING="5"><TR>{cells}</TR></TABLE>>')
+    ]
+    return _input_table(cells, layout)
 
 
-def _micro_cell(lines: list[str], cname: str, cell: Cell) -> None:
+def _micro_cell(lines: list[str], cname: str, cell: Cell, layout: Layout) -> None:
     inputs = f"{cname}/in"
+    out_side = layout.flow_ports()[0]
 
     def source(n: int) -> tuple[str, dict]:
         """The DOT node of cell node ``n``, and the tail port of edges leaving it."""
-        return (inputs, {"tailport": f"{n}:s"}) if n < NUM_INPUTS else (f"{cname}/{n}", {})
+        return (inputs, {"tailport": f"{n}:{out_side}"}) if n < NUM_INPUTS else (f"{cname}/{n}", {})
 
     lines.append(f"  subgraph {_q('cluster_' + cname)} {{")
     lines.append(
         f"  graph [label={_q(MICRO_CELL_TITLES.get(cname, cname))}, style=rounded, color=\"#888888\","
         " fontsize=14, margin=12];"
     )
-    lines.append(_node(inputs, shape="plaintext", style="solid", fillcolor="none", label=_inputs_label()))
+    lines.append(_node(inputs, shape="plaintext", style="solid", fillcolor="none", label=_inputs_label(layout)))
     for j, block in enumerate(cell.blocks):
         n = j + NUM_INPUTS
         lines.append(
@@ -259,11 +353,11 @@ def _micro_cell(lines: list[str], cname: str, cell: Cell) -> None:
     lines.append("  }")
 
 
-def _micro_dot(arch: MicroArch, title: str, graph_name: str) -> list[str]:
+def _micro_dot(arch: MicroArch, title: str, graph_name: str, layout: Layout = DEFAULT_LAYOUT) -> list[str]:
     # layout=dot explicitly: in a stream of several graphs dot keeps an earlier graph's layout.
-    lines = _header(graph_name, title, layout=DOT, nodesep=0.18, ranksep=0.35)
+    lines = _header(graph_name, title, layout=DOT, rankdir=layout.rankdir, nodesep=0.18, ranksep=0.35)
     for cname, cell in zip(CELL_NAMES, arch.cells):
-        _micro_cell(lines, cname, cell)
+        _micro_cell(lines, cname, cell, layout)
     lines.append(_legend("legend", arch.op_histogram()))
     lines.append("}")
     return lines
@@ -296,17 +390,18 @@ def _rnn_node_label(l: int, activation: Activation, note: str | None = None) -> 
     return Html(f'<<FONT COLOR="{font}"><B>{l}</B>  {activation.short}{extra}</FONT>>')
 
 
-def _rnn_dot(arch: RecurrentArch, title: str, graph_name: str) -> list[str]:
-    lines = _header(graph_name, title, layout=DOT, nodesep=0.25, ranksep=0.3)
-    cells = "".join(
+def _rnn_dot(arch: RecurrentArch, title: str, graph_name: str, layout: Layout = DEFAULT_LAYOUT) -> list[str]:
+    lines = _header(graph_name, title, layout=DOT, rankdir=layout.rankdir, nodesep=0.25, ranksep=0.3)
+    cells = [
         f'<TD PORT="{port}" BGCOLOR="{INPUT_FILL}" STYLE="rounded" WIDTH="56">{label}</TD>'
         for port, label in RNN_INPUTS
-    )
-    table = f'<<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="10" CELLPADDING="5"><TR>{cells}</TR></TABLE>>'
-    lines.append(_node(RNN_INPUTS_NODE, shape="plaintext", style="solid", fillcolor="none", label=Html(table)))
+    ]
+    table = _input_table(cells, layout)
+    lines.append(_node(RNN_INPUTS_NODE, shape="plaintext", style="solid", fillcolor="none", label=table))
     lines.append(_op_node(_rnn_node(0), NODE0_ACTIVATION, label=_rnn_node_label(0, NODE0_ACTIVATION, "highway")))
+    out_side = layout.flow_ports()[0]
     for port, _ in RNN_INPUTS:
-        lines.append(_edge(RNN_INPUTS_NODE, _rnn_node(0), tailport=f"{port}:s"))
+        lines.append(_edge(RNN_INPUTS_NODE, _rnn_node(0), tailport=f"{port}:{out_side}"))
     for l, node in enumerate(arch.nodes, start=FIRST_NODE):
         lines.append(_op_node(_rnn_node(l), node.activation, label=_rnn_node_label(l, node.activation)))
         lines.append(_edge(_rnn_node(node.prev), _rnn_node(l)))
@@ -335,14 +430,17 @@ _TITLES: dict[str, Callable] = {
 }
 
 
-def to_dot(arch, title: str | None = None, graph_name: str | None = None) -> str:
-    """Graphviz DOT source of ``arch``; ``title`` (default: a one-line summary) heads the graph."""
+def to_dot(arch, title: str | None = None, graph_name: str | None = None,
+           layout: Layout = DEFAULT_LAYOUT) -> str:
+    """Graphviz DOT source of ``arch``; ``title`` (default: a one-line summary, which says when
+    ``layout`` leaves skips out) heads the graph."""
     try:
         build = _BUILDERS[arch.space]
     except (KeyError, AttributeError):
         raise EnasError(f"cannot draw {getattr(arch, 'space', type(arch).__name__)!r} architectures") from None
-    title = _TITLES[arch.space](arch) if title is None else title
-    return "\n".join(build(arch, title, graph_name or arch.space)) + "\n"
+    if title is None:
+        title = _TITLES[arch.space](arch) + (_skips_note(arch, layout) if isinstance(arch, MacroArch) else "")
+    return "\n".join(build(arch, title, graph_name or arch.space, layout)) + "\n"
 
 
 # --------------------------------------------------------------------------- files
@@ -382,7 +480,8 @@ def dot_to(dot_source: str, fmt: str) -> bytes:
         raise EnasError(f"Graphviz's dot could not write {fmt}: {reason}") from None
 
 
-def render(arch, out_path: str | Path, fmt: str | None = None, title: str | None = None) -> Path:
+def render(arch, out_path: str | Path, fmt: str | None = None, title: str | None = None,
+           layout: Layout = DEFAULT_LAYOUT) -> Path:
     """Write a drawing of ``arch`` to ``out_path`` (format from its suffix unless ``fmt``).
 
     The file appears complete or not at all (``enastool.atomic``): a file it replaces keeps its
@@ -396,5 +495,5 @@ def render(arch, out_path: str | Path, fmt: str | None = None, title: str | None
     if not folder.is_dir():
         via = f" (the target of the link {out})" if target != out else ""
         raise EnasError(f"{target}: no such directory {str(folder)!r}{via}; create it first")
-    write_bytes_atomic(target, dot_to(to_dot(arch, title), fmt))
+    write_bytes_atomic(target, dot_to(to_dot(arch, title, layout=layout), fmt))
     return out

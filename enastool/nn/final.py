@@ -17,9 +17,11 @@ head is an ordinary trainable part of the network. Details that follow the autho
   padded SAME (zero row and column at the bottom and right), so it keeps the 2x2 map.
 - Reductions follow the authors' formula for every layer count (``blocks``).
 
-``forward(x)`` returns ``(logits, aux_logits)``; ``aux_logits`` is None unless the network has
-an auxiliary head and is in training mode. ``build_final_network`` picks the class from
-``arch.space`` through ``FINAL_NETWORKS``; a new space adds one entry there.
+``forward(x)`` returns the logits tensor, as a user of an ``nn.Module`` expects; only a network
+with an auxiliary head, in training mode, returns ``(logits, aux_logits)`` (the trainer reads
+either through ``enastool.train.evaluate.network_output``). Evaluation, export and the Python
+API therefore see plain logits. ``build_final_network`` picks the class from ``arch.space``
+through ``FINAL_NETWORKS``; a new space adds one entry there.
 """
 
 from __future__ import annotations
@@ -146,14 +148,14 @@ class MacroNet(nn.Module):
         self.classifier = nn.Linear(c, num_classes)
         self.aux_head = None  # the macro final network has no auxiliary head
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         prev: list[torch.Tensor | None] = [self.stem(x)]
         for k, layer in enumerate(self.layers):
             prev.append(layer(prev))
             if str(k) in self.reductions:
                 reduce = self.reductions[str(k)]
                 prev = [reduce[str(m)](t) if str(m) in reduce else None for m, t in enumerate(prev)]
-        return _head(prev[-1], self.dropout, self.classifier), None
+        return _head(prev[-1], self.dropout, self.classifier)
 
 
 # ===================================================================== micro
@@ -340,14 +342,17 @@ class MicroNet(nn.Module):
         progress = float(self.drop_path_progress)
         return [1.0 - progress * cell.final_drop_rate for cell in self.cells]
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits; ``(logits, aux_logits)`` in training mode when the network has an aux head."""
+        with_aux = self.training and self.aux_head is not None
         s0 = s1 = self.stem(x)
         aux_logits = None
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, self.drop_path_progress)
-            if i == self.aux_index and self.aux_head is not None and self.training:
+            if with_aux and i == self.aux_index:
                 aux_logits = self.aux_head(s1)
-        return _head(F.relu(s1), self.dropout, self.classifier), aux_logits
+        logits = _head(F.relu(s1), self.dropout, self.classifier)
+        return (logits, aux_logits) if with_aux else logits
 
 
 # ===================================================================== registry

@@ -35,8 +35,9 @@ splits the same way (see ``TextTask``). Choices where the reference is silent or
   fixed architectures); drop path is a final-training setting.
 - The learning rate follows the cosine-restart curve per step (fractional epoch), as in final
   training; the controller phase does not advance it.
-- Loss and accuracy accumulate on the device; the host reads them only when a record is due.
-  The controller phase reads the rewards once per update.
+- Loss and accuracy accumulate on the device; the host reads them only when a record is due
+  (each step emits only a ``tick`` event with its number, for a progress bar). The controller
+  phase reads the rewards once per update.
 
 Resume is exact: the checkpoint holds the supernet, the strategy (controller, its optimiser,
 baseline, generators; nao's pool, scores and EPD), both optimisers' states, the task's state
@@ -51,7 +52,6 @@ kind, format, space, strategy, data shape, and that every tensor fits what the c
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -63,7 +63,7 @@ from ..checkpoints import check_checkpoint, resume_fix
 from ..encoding.textio import format_record
 from ..errors import EnasError
 from ..runs import LAST_CHECKPOINT as LAST
-from ..runs import capture_rng_state, restore_rng_state, seed_generators, write_text_atomic
+from ..runs import capture_rng_state, restore_rng_state, seed_generators
 from ..train import distributed
 from ..train.device import autocast, needs_grad_scaler, resolve_placement
 from ..train.schedule import CosineWarmRestarts, set_lr
@@ -75,11 +75,11 @@ CHECKPOINT_VERSION = 2  # 2: micro x/y slot weights, no BN after macro layer 0
 PROBE_ARCHS = 10  # random/oneshot: uniform architectures scored at each epoch end (a figure only)
 PROBE_SEED_STRIDE = 1_000_003  # keeps (seed, epoch) probe seeds apart
 # Controller figures averaged over an epoch's updates in its record (the baseline is its latest value).
+# Step records carry the step's own figures only: the controller's are in its own records and
+# the epoch's, so a step line never shows the previous epoch's reward as if it were current.
 MEAN_FIGURES = (
     "reward", "valid_acc", "valid_ppl", "entropy", "controller_loss", "skip_rate", "skip_penalty",
 )
-# The latest of these (controller update or epoch-end probe) ride along in every step record.
-LATEST_FIGURES = ("reward", "valid_acc", "valid_ppl", "baseline", "entropy", "controller_loss")
 
 Callback = Callable[[dict], None]
 
@@ -163,7 +163,6 @@ class SearchLoop:
         self.figure_sums: dict = {}  # sums of the controller figures of the current epoch
         self.lr = config.lr_max  # the rate of the latest step
         self.last_arch: str | None = None  # record of the latest sampled architecture
-        self.latest: dict = {}  # the latest LATEST_FIGURES
         self.last_saved_step: tuple[int, int, int] | None = None  # _position() of the newest last.pt
 
     # ------------------------------------------------------------------ events and I/O
@@ -196,7 +195,6 @@ class SearchLoop:
             "meters": {"interval": self.interval.state_dict(), "epoch": self.epoch_meter.state_dict()},
             "figure_sums": dict(self.figure_sums),
             "last_arch": self.last_arch,
-            "latest": dict(self.latest),
             "network": dict(self.task.network),
         }
 
@@ -236,7 +234,6 @@ class SearchLoop:
         self.epoch_meter.load_state_dict(state["meters"]["epoch"])
         self.figure_sums = dict(state["figure_sums"])
         self.last_arch = state["last_arch"]
-        self.latest = dict(state["latest"])
         self.last_saved_step = self._position()
         self.lr = self.schedule.lr_at(max(self.progress.step - 1, 0) / self.steps_per_epoch)
         self._forget_records_after(self.progress)
@@ -251,8 +248,7 @@ class SearchLoop:
             and not (r.get("kind") == "epoch" and r.get("epoch", 0) > progress.epoch)
         ]
         if len(kept) != len(records):
-            text = "".join(json.dumps(r, allow_nan=True) + "\n" for r in kept)
-            write_text_atomic(self.run.metrics_path, text)
+            self.run.rewrite_metrics(kept)
 
     # ------------------------------------------------------------------ shared-weight phase
     def _train_step(self, batch) -> tuple[torch.Tensor, torch.Tensor | None, int, object]:
@@ -284,6 +280,7 @@ class SearchLoop:
             self.interval.add(loss, correct, count)
             self.epoch_meter.add(loss, correct, count)
             progress.step += 1
+            self._emit({"kind": "tick", "step": progress.step})  # moves a progress bar; no sync
             if progress.step % self.config.log_every == 0:
                 self._log_step(child)
             # After the last step the loop runs out first, so the loader rolls over to its
@@ -302,9 +299,8 @@ class SearchLoop:
             "epoch": epoch,
             **self.task.figures(reading),
             "lr": self.lr,
-            f"{self.task.unit}_per_s": self.interval.images / reading["seconds"],
+            f"{self.task.unit}_per_s": reading["per_s"],
             **self.strategy.step_figures(epoch),
-            **self.latest,
         }
         if child is not None:
             record["arch"] = self.last_arch = format_record(child)
@@ -323,9 +319,6 @@ class SearchLoop:
                 progress.controller_step += 1
                 progress.epoch_updates += 1
                 self._add_figures(figures)
-                # Units without a figure (nao's EPD epochs) keep the latest one.
-                self.latest = {**self.latest,
-                               **{name: figures[name] for name in LATEST_FIGURES if name in figures}}
                 self.last_arch = figures.get("arch", self.last_arch)
                 self._record({
                     "kind": "controller",
@@ -374,7 +367,7 @@ class SearchLoop:
             "epoch": progress.epoch + 1,
             **self.task.figures(reading),
             "lr": self.lr,
-            f"{self.task.unit}_per_s": self.epoch_meter.images / reading["seconds"],
+            f"{self.task.unit}_per_s": reading["per_s"],
             **self.strategy.step_figures(float(progress.epoch + 1)),
         }
         sums = self.figure_sums
@@ -386,8 +379,7 @@ class SearchLoop:
                 record["baseline"] = sums["baseline"]
             record["controller_step"] = progress.controller_step
         else:
-            self.latest = self._probe()
-            record.update(self.latest)
+            record.update(self._probe())
         if self.last_arch is not None:
             record["arch"] = self.last_arch
         progress.epoch += 1
@@ -450,9 +442,10 @@ def search(config, run, *, resume: bool = False, callback: Callback | None = Non
     """Run (or, with ``resume``, continue) the search ``config`` describes in ``run``.
 
     ``run`` is the RunDir created for ``config`` (RunDir.create, or RunDir.open to resume).
-    ``callback(event)`` receives the progress events: ``start``, ``step`` (every
-    ``log_every`` steps), ``controller`` (every controller update), ``epoch``, ``checkpoint``,
-    ``done``; step, controller and epoch events are also the records of metrics.jsonl.
+    ``callback(event)`` receives the progress events: ``start``, ``tick`` (every step: its
+    number only, for a progress bar), ``step`` (every ``log_every`` steps), ``controller``
+    (every controller update), ``epoch``, ``checkpoint``, ``done``; step, controller and epoch
+    events are also the records of metrics.jsonl.
     ``interrupt`` is anything with an ``interrupted`` attribute (a GracefulInterrupt): once it
     turns true the current step or update ends, last.pt is written and the result carries
     ``"interrupted": True``. Refuses to run under torchrun with more than one process.

@@ -27,7 +27,8 @@ PIXEL_MAX = 255.0  # images arrive as uint8
 
 
 def network_output(output) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(logits, aux_logits | None) from a network that returns either a tuple or bare logits."""
+    """(logits, aux_logits | None) of a final network's output: bare logits, or the
+    ``(logits, aux_logits)`` a network with an auxiliary head returns in training mode."""
     if isinstance(output, (tuple, list)):
         return output[0], (output[1] if len(output) > 1 else None)
     return output, None
@@ -39,6 +40,62 @@ def normalize(images: torch.Tensor, mean: Sequence[float], std: Sequence[float])
     mean_t = torch.as_tensor(mean, dtype=torch.float32, device=images.device).reshape(shape)
     std_t = torch.as_tensor(std, dtype=torch.float32, device=images.device).reshape(shape)
     return (images.float() / PIXEL_MAX - mean_t) / std_t
+
+
+class NormalizedNetwork(torch.nn.Module):
+    """A final network with its input normalisation folded in: it takes images as the data set
+    holds them, N,C,H,W pixels on the 0..255 scale (uint8, or floats), normalises them exactly
+    as training did (``normalize``) and returns the network's output. What export writes."""
+
+    def __init__(self, network: torch.nn.Module, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.network = network
+        shape = (1, -1, 1, 1)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(shape))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(shape))
+
+    def forward(self, images: torch.Tensor):
+        return self.network((images.float() / PIXEL_MAX - self.mean) / self.std)
+
+
+def image_data_record(info) -> dict:
+    """What a final checkpoint keeps of its data set (a DatasetInfo): the input shape and the
+    normalisation, so that new images can be fed to the network (export, ``enastool.load_run``)
+    without the data set at hand."""
+    return {"dataset": info.name, "channels": info.channels, "size": info.size,
+            "mean": [float(m) for m in info.mean], "std": [float(s) for s in info.std]}
+
+
+def checkpoint_data(run: RunDir, name: str, state: dict) -> dict:
+    """The data record (``image_data_record``) of final checkpoint ``name``. Checkpoints written
+    before the record existed get it from the run's data set, which must then be at hand."""
+    data = state.get("data")
+    channels = state["network"]["in_channels"]
+    if isinstance(data, dict) and _is_data_record(data, channels):
+        return data
+    if data is not None:
+        raise EnasError(f"{run.path / name}: its 'data' entry is damaged; put the run's own checkpoint back")
+    from ..data import load_dataset
+
+    try:
+        info = load_dataset(run.config.dataset, run.config.data_dir, purpose="final").info
+    except EnasError as err:
+        raise EnasError(
+            f"{run.path / name} does not keep its input normalisation (an older checkpoint), and "
+            f"the data set it comes from cannot be read: {err}"
+        ) from None
+    return image_data_record(info)
+
+
+def _is_data_record(data: dict, channels: int) -> bool:
+    def numbers(values) -> bool:
+        return (isinstance(values, (list, tuple)) and len(values) == channels
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values))
+
+    size = data.get("size")
+    return (isinstance(data.get("dataset"), str) and isinstance(size, int) and size > 0
+            and numbers(data.get("mean")) and numbers(data.get("std"))
+            and all(s > 0 for s in data["std"]))
 
 
 @torch.no_grad()

@@ -414,6 +414,7 @@ class LMTrainer:
                 self.average.update()
             self.meter.add(loss, None, window.y.numel())
             progress.step += 1
+            self._emit({"kind": "tick", "step": progress.step})  # moves a progress bar; no sync
             if progress.step % config.log_every == 0:
                 self._log_step(lr)
             last_of_epoch = index + 1 == self.steps_per_epoch
@@ -431,7 +432,7 @@ class LMTrainer:
             "loss": reading["loss"],
             "ppl": perplexity(reading["loss"]),
             "lr": lr,
-            "tokens_per_s": meter.images / reading["seconds"],
+            "tokens_per_s": reading["per_s"],  # the tokens timed since this process started
         })
         meter.reset()
 
@@ -451,23 +452,26 @@ class LMTrainer:
         return {**result, "averaged": averaged}
 
     def _end_epoch(self) -> None:
-        """Validate when due (and trigger NT-ASGD), test after the last epoch, save."""
+        """Validate when due (and trigger NT-ASGD), test after the last epoch, save.
+
+        Every epoch gets a record (and an event: the epochs bar moves every epoch); the
+        validation figures are in the records of the epochs validated (every ``eval_every`` and
+        the last), the test figures in the last one's."""
         config, progress = self.config, self.progress
         progress.epoch += 1
         final = progress.epoch == config.epochs
+        record = {"kind": "epoch", "epoch": progress.epoch, "step": progress.step}
+        improved = False
         if progress.epoch % config.eval_every == 0 or final:
             result = self._evaluate(self.valid_stream)
             ppl = result["perplexity"]
             history = progress.valid_history
-            record = {
-                "kind": "epoch",
-                "epoch": progress.epoch,
-                "step": progress.step,
+            record.update({
                 "valid_ppl": ppl,
                 "valid_loss": result["loss"],
                 "valid_tokens": result["tokens"],
                 "averaged": result["averaged"],
-            }
+            })
             if self.average is None and averaging_due(history, ppl, config.nonmono):
                 self.average = WeightAverage(self.params)  # from the next step on
                 progress.averaging_epoch = progress.epoch
@@ -480,9 +484,9 @@ class LMTrainer:
             if final:
                 self.last_test = self._test()
                 record.update(self.last_test)
-            self._record(record)
-            if improved:
-                self._save(BEST)
+        self._record(record)
+        if improved:
+            self._save(BEST)
         if progress.epoch % config.checkpoint_every == 0 or final:
             self._save(LAST)
 
@@ -552,19 +556,22 @@ def _one_pass(stream: TextBatches) -> Iterator:
 
 
 # ---------------------------------------------------------------------------- evaluation
-def load_lm_checkpoint(run: RunDir, name: str, corpus: Corpus):
+def load_lm_checkpoint(run: RunDir, name: str, corpus: Corpus | None = None):
     """(network in eval mode on the CPU, arch, state) of checkpoint ``name`` of an rnn final run
     trained on ``corpus``; the network holds the weights NT-ASGD reports (the running mean
-    once it has started)."""
+    once it has started). Without ``corpus`` (``enastool.load_run``: no data needed) the
+    vocabulary size is the checkpoint's and no corpus is checked."""
     path = run.path / name
     state = run.load_checkpoint(name)
     check_checkpoint(state, path, kind=RUN_KIND, version=CHECKPOINT_VERSION, template=HEADER_TEMPLATE)
-    check_corpus(state, corpus, str(path))
+    if corpus is not None:
+        check_corpus(state, corpus, str(path))
+    vocab_size = corpus.info.vocab_size if corpus is not None else int(state["network"]["vocab_size"])
     arch = parse_arch_record(state["arch"], str(path))
     arch_path = run.path / ARCH_FILE
     if arch_path.exists() and parse_arch_record(arch_path.read_text(), str(arch_path)) != arch:
         raise EnasError(f"{arch_path} does not match the architecture stored in {path}")
-    model = build_lm(arch, run.config, corpus.info.vocab_size)
+    model = build_lm(arch, run.config, vocab_size)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:

@@ -19,7 +19,8 @@ silent or wrong:
 - Training loss/accuracy in the logs are running means over the log interval, measured on
   rank 0's shard; the test figures cover the whole test set on every rank.
 - A step never waits for the device: loss and correct counts accumulate as device tensors and
-  are read (``.item()``) only when a log line is due.
+  are read (``.item()``) only when a log line is due. Each step emits a ``tick`` event (its
+  number, a plain int) so that a progress bar moves every step without a sync.
 
 Resume is exact: the checkpoint holds the network, the optimizer, the loader's position and
 generator, every global generator (seeded from the run seed at the start, Python's and NumPy's
@@ -49,7 +50,7 @@ from . import distributed
 from .device import autocast, needs_grad_scaler, resolve_placement
 from .evaluate import (
     ARCH_FILE, CHECKPOINT_VERSION, EVAL_BATCH_MULTIPLIER, RUN_KIND, arch_record, build_network,
-    evaluate_network, network_output, parse_arch_record,
+    evaluate_network, image_data_record, network_output, parse_arch_record,
 )
 from .schedule import CosineWarmRestarts, set_lr
 
@@ -76,7 +77,11 @@ class Progress:
 
 
 class RunningMeter:
-    """Sums of loss, correct and examples (images, tokens) kept on the device between log lines."""
+    """Sums of loss, correct and examples (images, tokens) kept on the device between log lines.
+
+    The rate (``per_s`` of :meth:`read`) counts only the examples this process timed: a resumed
+    interval restores the sums (so the means cover the whole interval) but not the clock, and
+    dividing the restored count by the seconds since the resume gave rates 10x too high."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -86,6 +91,7 @@ class RunningMeter:
         self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.correct = torch.zeros((), dtype=torch.int64, device=self.device)
         self.images = 0
+        self.timed = 0  # images added since the clock started
         self.started = time.perf_counter()
 
     def add(self, loss: torch.Tensor, correct: torch.Tensor | None, images: int) -> None:
@@ -94,6 +100,7 @@ class RunningMeter:
         if correct is not None:
             self.correct += correct
         self.images += images
+        self.timed += images
 
     def state_dict(self) -> dict:
         """The sums, for a checkpoint (a resumed run's next record then covers the whole
@@ -107,13 +114,15 @@ class RunningMeter:
         self.images = int(state["images"])
 
     def read(self) -> dict:
-        """Means since the last reset (this is the one host-device sync of a log interval)."""
+        """Means since the last reset (this is the one host-device sync of a log interval), and
+        ``per_s``: the images timed in this process per second."""
         seconds = max(time.perf_counter() - self.started, 1e-9)
         images = max(self.images, 1)
         return {
             "loss": self.loss_sum.item() / images,
             "acc": self.correct.item() / images,
             "seconds": seconds,
+            "per_s": self.timed / seconds,
         }
 
 
@@ -257,6 +266,7 @@ class FinalTrainer:
             "meters": {"interval": self.interval.state_dict()},
             "arch": arch_record(self.arch),
             "network": self._network(),
+            "data": image_data_record(self.info),
         }
 
     def _network(self) -> dict:
@@ -281,6 +291,9 @@ class FinalTrainer:
             self._write_arch()
             return
         state = self.run.load_checkpoint(LAST)
+        # What this trainer writes is what it needs back, but for "data" (the normalisation,
+        # kept for export): recomputed from the data set here, and older checkpoints lack it.
+        template = {key: value for key, value in self._checkpoint_state().items() if key != "data"}
         check_checkpoint(
             state, self.run.checkpoint_path(LAST), kind=RUN_KIND, version=CHECKPOINT_VERSION,
             expected={
@@ -288,8 +301,8 @@ class FinalTrainer:
                          "with the architecture of the run (its arch.txt)"),
                 "network": (self._network(), "it was trained on another data set; resume with the run's own"),
             },
-            # What this trainer writes is what it needs back; the live optimizer checks its moments.
-            template={**self._checkpoint_state(), "optimizer": self.optimizer},
+            # The live optimizer checks its moments.
+            template={**template, "optimizer": self.optimizer},
             fix=resume_fix(LAST),
         )
         self.model.load_state_dict(state["model"])
@@ -363,6 +376,7 @@ class FinalTrainer:
             loss, correct = self._train_step(x, y)
             self.interval.add(loss, correct, y.shape[0])
             progress.step += 1
+            self._emit({"kind": "tick", "step": progress.step})  # moves a progress bar; no sync
             if progress.step % config.log_every == 0:
                 self._log_step(lr)
             last_of_epoch = index + 1 == self.steps_per_epoch
@@ -380,16 +394,21 @@ class FinalTrainer:
             "loss": reading["loss"],
             "acc": reading["acc"],
             "lr": lr,
-            "images_per_s": meter.images * self.dist.world_size / reading["seconds"],
+            "images_per_s": reading["per_s"] * self.dist.world_size,
         }
         self._log(record)
         self._emit(record)
         meter.reset()
 
     def _end_epoch(self) -> None:
-        """Evaluate when due, keep the best weights, write last.pt."""
+        """Evaluate when due, keep the best weights, write the epoch's record and last.pt.
+
+        Every epoch gets a record (and an event: the epochs bar moves every epoch); the test
+        figures are in the records of the epochs evaluated (every ``eval_every`` and the last)."""
         config, progress = self.config, self.progress
         progress.epoch += 1
+        record = {"kind": "epoch", "epoch": progress.epoch, "step": progress.step}
+        improved = False
         due = progress.epoch % max(config.eval_every, 1) == 0 or progress.epoch == config.epochs
         if due:
             result = self.last_test = self._evaluate()
@@ -397,19 +416,16 @@ class FinalTrainer:
             if improved:
                 progress.best_accuracy = result["accuracy"]
                 progress.best_epoch = progress.epoch
-            record = {
-                "kind": "epoch",
-                "epoch": progress.epoch,
-                "step": progress.step,
+            record.update({
                 "test_accuracy": result["accuracy"],
                 "test_loss": result["loss"],
                 "test_images": result["images"],
                 "best_accuracy": progress.best_accuracy,
-            }
-            self._log(record)
-            self._emit(record)
-            if improved:
-                self._save(BEST)
+            })
+        self._log(record)
+        self._emit(record)
+        if improved:
+            self._save(BEST)
         if progress.epoch % config.checkpoint_every == 0 or progress.epoch == config.epochs:
             self._save(LAST)
 
@@ -492,7 +508,8 @@ def train_final(arch, config, run, *, resume: bool = False, callback: Callback |
 
     ``arch`` None means the config's own ``arch`` text. ``run`` is the RunDir (on ranks > 0 of a torchrun job it may be None, or opened read-only:
     only rank 0 writes). ``callback(event)`` receives progress events on rank 0: ``start``,
-    ``step``, ``epoch``, ``checkpoint``, ``done``. ``interrupt`` is anything with an
+    ``tick`` (every step: its number only, for a progress bar), ``step`` (every ``log_every``
+    steps), ``epoch`` (every epoch; test figures when evaluated), ``checkpoint``, ``done``. ``interrupt`` is anything with an
     ``interrupted`` attribute (a GracefulInterrupt): when it turns true the current step ends,
     last.pt is written and the result carries ``"interrupted": True``. ``resume=True`` continues
     from last.pt exactly: same next batch, same learning rate, same random state.
