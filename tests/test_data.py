@@ -128,6 +128,8 @@ def corrupt(folder: Path, kind: str) -> str:
         write_pickle(path, {b"data": bytes(2 * cifar10.PIXELS_PER_IMAGE + 5), b"labels": [0, 0]})
     elif kind == "huge length":  # a BINBYTES8 opcode claiming 2**62 bytes in a 20-byte file
         path.write_bytes(b"\x80\x04\x8e" + struct.pack("<Q", 2**62) + b"abc")
+    elif kind == "memo bomb":  # LONG_BINPUT at index 2**31: CPython would zero a 32 GiB memo first
+        path.write_bytes(b"\x80\x02]r" + struct.pack("<I", 2**31) + b".")
     elif kind == "boolean labels":
         write_pickle(path, {b"data": np.zeros((2, 3072), np.uint8), b"labels": [True, 0]})
     elif kind == "a folder":
@@ -144,6 +146,7 @@ PROBLEMS = {
     "code": "is not a readable CIFAR-10 pickle batch (refused global __builtin__.getattr)",
     "ragged bytes": "holds 6,149 bytes of image data, not a whole number of 3072-byte images",
     "huge length": "is a damaged pickle (it claims more data than it holds)",
+    "memo bomb": "is a damaged pickle (memo index 2147483648 at opcode 2)",
     "boolean labels": "needs 2 labels in 0..9", "a folder": "is not a file",
 }
 

@@ -334,7 +334,7 @@ batch_value = st.one_of(arrays, st.binary(max_size=7000), st.lists(st.integers(-
 
 @st.composite
 def batch_bytes(draw) -> bytes:
-    kind = draw(st.sampled_from(["structure", "mutated", "raw", "huge length"]))
+    kind = draw(st.sampled_from(["structure", "mutated", "raw", "huge length", "memo index"]))
     if kind == "structure":
         batch = good_batch()
         for key in draw(st.lists(st.sampled_from([b"data", b"labels", "data", b"x"]), max_size=2)):
@@ -354,6 +354,11 @@ def batch_bytes(draw) -> bytes:
         width = "<Q" if opcode in (b"\x8e", b"\x8d") else "<I"
         length = draw(st.integers(2**20, 2**63 - 1 if width == "<Q" else 2**32 - 1))
         return b"\x80\x04" + opcode + struct.pack(width, length) + draw(st.binary(max_size=20))
+    if kind == "memo index":  # a memo slot far beyond the objects stored (CPython grows the memo to it)
+        put = draw(st.sampled_from([b"r" + struct.pack("<I", draw(st.integers(2, 2**32 - 1))),
+                                    b"q" + bytes([draw(st.integers(2, 255))]),
+                                    b"p" + str(draw(st.integers(2, 10**12))).encode() + b"\n"]))
+        return b"\x80\x02]" + put + draw(st.binary(max_size=20))
     return draw(st.binary(max_size=500))
 
 

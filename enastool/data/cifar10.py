@@ -9,9 +9,11 @@ A damaged file (truncated, not a pickle, a pickle opcode claiming gigabytes, dat
 is not a whole number of images, labels that do not match) is one EnasError naming the file and
 what is wrong: the restricted unpickler runs on untrusted bytes, so any failure inside it is the
 file's, never a bug to show as a traceback. Before it runs, the opcodes are walked once
-(``pickletools.genops``, which builds nothing): a length that claims more bytes than the file
-holds is refused there, because CPython's unpickler would first allocate it, and on a bytearray
-opcode its failure prints a stray "SystemError ... exported buffers" line on stderr.
+(``pickletools.genops``, which builds nothing), and two things CPython's unpickler would act on
+before failing are refused there: a length that claims more bytes than the file holds (it
+would allocate it first, and on a bytearray opcode its failure prints a stray "SystemError ...
+exported buffers" line), and a memo index beyond the objects stored so far (it would grow its
+memo table to that index: a 4-byte index asks for tens of gigabytes, zeroed).
 
 Validation split for ``purpose="search"``: the *last* images of the training set, as the
 authors did (the last 5,000 of 50,000). The count scales with the training set
@@ -62,6 +64,22 @@ def download_hint(data_dir: Path) -> str:
     return f"run `enastool data download cifar10 --data-dir {data_dir}`"
 
 
+class _MemoIndexError(Exception):
+    """A pickle's memo index that no pickler writes (see the module doc)."""
+
+
+_MEMO_OPCODES = frozenset({"PUT", "BINPUT", "LONG_BINPUT"})  # the ones that grow the memo
+
+
+def _check_opcodes(data: bytes) -> None:
+    """Walk the opcodes without building anything: ValueError for a length past the end of
+    ``data`` (from genops), _MemoIndexError for a memo index beyond the opcodes read so far
+    (a pickler numbers its memo entries in order, so a real index is smaller)."""
+    for count, (opcode, arg, _) in enumerate(pickletools.genops(data)):
+        if opcode.name in _MEMO_OPCODES and not 0 <= int(arg) <= count:
+            raise _MemoIndexError(f"memo index {arg} at opcode {count}")
+
+
 class _BatchUnpickler(pickle.Unpickler):
     """Refuses every global outside ``_ALLOWED_GLOBALS``."""
 
@@ -102,14 +120,15 @@ def read_batch(path: Path, fix: str) -> Pair:
         raise EnasError(f"cifar10: cannot read {path} ({error.strerror or error}); {fix}") from None
     damaged = f"cifar10: {path} is a damaged pickle (it claims more data than it holds); {fix}"
     try:
-        for _ in pickletools.genops(data):  # a length past the end: ValueError, nothing allocated
-            pass
+        _check_opcodes(data)
         batch = _BatchUnpickler(io.BytesIO(data), encoding="bytes").load()
     except MemoryError:
         raise EnasError(damaged) from None
     except Exception as error:  # the restricted unpickler on damaged bytes: see the module doc
         if isinstance(error, ValueError) and "remain" in str(error):  # genops: "... but only N remain"
             raise EnasError(damaged) from None
+        if isinstance(error, _MemoIndexError):
+            raise EnasError(f"cifar10: {path} is a damaged pickle ({error}); {fix}") from None
         reason = " ".join(str(error).split())[:80] or type(error).__name__
         raise EnasError(f"cifar10: {path} is not a readable CIFAR-10 pickle batch ({reason}); {fix}") from None
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
