@@ -328,7 +328,8 @@ class SearchConfig(_Config):
         "scored, and the encoder-predictor-decoder trained and run on it"
     )
     nao_score_examples: int = setting(
-        500, "validation examples (images) of the one fixed batch every pool member is scored on"
+        500, "validation examples (images; rnn: segments of bptt tokens) of the one fixed batch "
+        "every pool member is scored on"
     )
     nao_epd_epochs: int = setting(1000, "training epochs of the encoder-predictor-decoder per round")
     nao_top: int = setting(100, "the best of the pool that generation starts from")
