@@ -96,6 +96,33 @@ def write_atomic(path: Path, write: Callable[[IO[bytes]], Any], kept: str | None
     _fsync_directory(path.parent)
 
 
+def append_bytes(path: Path, data: bytes, kept: str, on_torn: Callable[[], Any] | None = None) -> None:
+    """Append ``data`` to ``path`` (created with the mode open() gives), straight to the file.
+
+    A write that fails (a full disk) is cut off again, so that no torn line is left for the next
+    append to land on, and raised as one EnasError saying what is ``kept``; ``on_torn`` is
+    called first when even the cut fails (the file may then end in a torn line)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    except OSError as e:
+        raise write_error(path, e, True, kept=kept) from None
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError as e:
+            try:
+                os.ftruncate(fd, size)
+            except OSError:
+                if on_torn is not None:
+                    on_torn()
+            raise write_error(path, e, True, kept=kept) from None
+    finally:
+        os.close(fd)
+
+
 def write_error(path: Path, error: OSError, existed: bool, kept: str | None = None) -> EnasError:
     """One line for a failed write: the path, why, the free space on its disk, and what is left
     (``kept``: default "the previous <name> is intact", or "nothing was written")."""

@@ -27,11 +27,10 @@ import importlib.util
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .atomic import write_error, write_text_atomic
+from .atomic import append_bytes, write_text_atomic
 from .errors import EnasError
 
 METRICS_CSV = "metrics.csv"
@@ -94,24 +93,10 @@ class CsvSink:
             self.rewrite(all_records())
             return
         data = _csv_lines([[csv_cell(record.get(column)) for column in self.columns]]).encode("utf-8")
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        except OSError as e:
-            raise write_error(self.path, e, True, kept="metrics.jsonl holds every record") from None
-        try:
-            size = os.fstat(fd).st_size
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            except OSError as e:
-                try:
-                    os.ftruncate(fd, size)
-                except OSError:
-                    self.columns = None  # rebuilt from metrics.jsonl at the next record
-                raise write_error(self.path, e, True, kept="metrics.jsonl holds every record") from None
-        finally:
-            os.close(fd)
+        # A torn last row (the write failed and could not be cut off): rebuilt from
+        # metrics.jsonl at the next record.
+        append_bytes(self.path, data, kept="metrics.jsonl holds every record",
+                     on_torn=lambda: setattr(self, "columns", None))
 
 
 # ----------------------------------------------------------------------------- TensorBoard

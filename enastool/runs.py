@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 from . import __version__
-from .atomic import write_atomic, write_error
+from .atomic import append_bytes, write_atomic
 from .atomic import write_text_atomic as write_text_atomic  # the loops import it from here
 from .config import CONFIG_CLASSES
 from .errors import EnasError
@@ -222,25 +222,8 @@ class RunDir:
         ``wall_time`` (now) unless it has one."""
         record = {**record, WALL_TIME_KEY: record.get(WALL_TIME_KEY, time.time())}
         data = (json.dumps(record, default=_plain_number, allow_nan=True) + "\n").encode("utf-8")
-        path = self.metrics_path
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)  # the mode open() gives
-        except OSError as e:
-            raise write_error(path, e, True, kept="the records written before are intact") from None
-        try:
-            size = os.fstat(fd).st_size
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-            except OSError as e:
-                try:
-                    os.ftruncate(fd, size)
-                except OSError:
-                    pass  # a torn last line is skipped by every reader anyway
-                raise write_error(path, e, True, kept="the records written before are intact") from None
-        finally:
-            os.close(fd)
+        # A torn last line (the cut failed too) is skipped by every reader.
+        append_bytes(self.metrics_path, data, kept="the records written before are intact")
         self._wrote = True
         plain = json.loads(data)  # the record as metrics.jsonl holds it (numpy, torch scalars: numbers)
         self._csv.append(plain, self.read_metrics)
