@@ -229,13 +229,11 @@ def run(args: argparse.Namespace) -> dict:
         if epoch_mode:
             # One step record per epoch, at its last step: the only host read of the training phase.
             train_images, test_images = args.train_images, args.test_images
-            probe = resolve("paper", space, overrides=overrides, **extra)
             if what == "supernet":
                 steps_per_epoch = (train_images - cifar_valid_size(train_images)) // batch
             else:
                 steps_per_epoch = train_images // batch
             overrides["log_every"] = max(steps_per_epoch, 1)
-            del probe
         else:
             # Step mode: a record every step; the supernet's epoch-end probe scores one held-out batch.
             overrides.update(log_every=1, **({"val_size": batch} if what == "supernet" else {}))

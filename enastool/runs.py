@@ -52,7 +52,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from . import __version__
 from .atomic import append_bytes, write_atomic
@@ -435,6 +435,27 @@ def check_checkpoint_state(state: Any, where: str = "state") -> None:
         f"{where} is a {type(state).__name__}; checkpoints hold only tensors, numbers, "
         "strings, lists, tuples and dicts"
     )
+
+
+class RunEvents:
+    """What every loop over a run shares (search, final training of either data kind): events
+    to its ``callback`` (None: none), records to the run's metrics.jsonl and the callback, and
+    the ``interrupt`` flag it polls (an object with ``.interrupted``, or None)."""
+
+    callback: Callable[[dict], None] | None
+    run: "RunDir | None"
+    interrupt: Any
+
+    def _emit(self, event: dict) -> None:
+        if self.callback is not None:
+            self.callback(event)
+
+    def _record(self, record: dict) -> None:
+        self.run.log(record)
+        self._emit(record)
+
+    def _interrupted(self) -> bool:
+        return bool(self.interrupt is not None and getattr(self.interrupt, "interrupted", False))
 
 
 def seed_generators(seed: int) -> None:

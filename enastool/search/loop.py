@@ -63,7 +63,7 @@ from ..checkpoints import check_checkpoint, resume_fix
 from ..encoding.textio import format_record
 from ..errors import EnasError
 from ..runs import LAST_CHECKPOINT as LAST
-from ..runs import capture_rng_state, restore_rng_state, seed_generators
+from ..runs import RunEvents, capture_rng_state, restore_rng_state, seed_generators
 from ..train import distributed
 from ..train.device import autocast, needs_grad_scaler, resolve_placement
 from ..train.schedule import CosineWarmRestarts, set_lr
@@ -124,7 +124,7 @@ def run_expectations(config, network: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------ the loop
-class SearchLoop:
+class SearchLoop(RunEvents):
     """Builds everything a search run needs and runs its epochs.
 
     ``run`` may be None while building, so that a caller can check the device, the data and
@@ -166,17 +166,6 @@ class SearchLoop:
         self.last_saved_step: tuple[int, int, int] | None = None  # _position() of the newest last.pt
 
     # ------------------------------------------------------------------ events and I/O
-    def _emit(self, event: dict) -> None:
-        if self.callback is not None:
-            self.callback(event)
-
-    def _record(self, record: dict) -> None:
-        self.run.log(record)
-        self._emit(record)
-
-    def _interrupted(self) -> bool:
-        return bool(self.interrupt is not None and getattr(self.interrupt, "interrupted", False))
-
     def _checkpoint_state(self) -> dict:
         return {
             "version": CHECKPOINT_VERSION,

@@ -62,7 +62,7 @@ from ..nn.counting import count_params
 from ..nn.recurrent import DropRates, LMOutput, RecurrentNet, activation_penalty, cell_step
 from ..runs import BEST_CHECKPOINT as BEST
 from ..runs import LAST_CHECKPOINT as LAST
-from ..runs import RunDir, capture_rng_state, restore_rng_state, seed_generators
+from ..runs import RunDir, RunEvents, capture_rng_state, restore_rng_state, seed_generators
 from . import distributed
 from .device import autocast, autocast_dtype, needs_grad_scaler, resolve_device, use_compile
 from .evaluate import (
@@ -233,7 +233,7 @@ def check_corpus(state: dict, corpus: Corpus, where: str) -> None:
 
 
 # ---------------------------------------------------------------------------- final training
-class LMTrainer:
+class LMTrainer(RunEvents):
     """Builds everything a final training of a recurrent cell needs and runs its epochs."""
 
     multi_process = False  # one process: torchrun is refused (module docstring)
@@ -289,17 +289,6 @@ class LMTrainer:
         self.last_saved_step: int | None = None
 
     # ------------------------------------------------------------------ events and I/O
-    def _emit(self, event: dict) -> None:
-        if self.callback is not None:
-            self.callback(event)
-
-    def _record(self, record: dict) -> None:
-        self.run.log(record)
-        self._emit(record)
-
-    def _interrupted(self) -> bool:
-        return bool(self.interrupt is not None and getattr(self.interrupt, "interrupted", False))
-
     def _checkpoint_state(self) -> dict:
         return {
             "version": CHECKPOINT_VERSION,

@@ -45,7 +45,7 @@ from ..encoding.spaces import IMAGES, data_kind
 from ..errors import EnasError
 from ..runs import BEST_CHECKPOINT as BEST
 from ..runs import LAST_CHECKPOINT as LAST
-from ..runs import capture_rng_state, restore_rng_state, seed_generators
+from ..runs import RunEvents, capture_rng_state, restore_rng_state, seed_generators
 from . import distributed
 from .device import autocast, needs_grad_scaler, resolve_placement
 from .evaluate import (
@@ -152,7 +152,7 @@ def sgd_optimizer(model: torch.nn.Module | list[dict], config) -> torch.optim.SG
     )
 
 
-class FinalTrainer:
+class FinalTrainer(RunEvents):
     """Builds everything a final-training run needs and runs its epochs."""
 
     multi_process = True  # runs under torchrun, one process per device
@@ -358,9 +358,6 @@ class FinalTrainer:
             dtype=self.dtype,
             dist_info=self.dist,
         )
-
-    def _interrupted(self) -> bool:
-        return bool(self.interrupt is not None and getattr(self.interrupt, "interrupted", False))
 
     def _run_epoch(self) -> bool:
         """Train the rest of the epoch in progress; False when interrupted part-way."""
