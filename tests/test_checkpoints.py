@@ -225,7 +225,6 @@ def test_generator_states_of_another_gpu_count_still_fit():
 
 # ------------------------------------------------------------------------ full disk
 def test_a_full_disk_during_a_checkpoint_is_one_line_and_the_run_resumes(tmp_path, monkeypatch):
-    config = resolve_final_config("smoke", MICRO.space, overrides={**FINAL, "epochs": 2}, arch=MICRO)
     arch = tmp_path / "arch.txt"
     arch.write_text(f"micro {MICRO.format()}\n")
     out = tmp_path / "run"

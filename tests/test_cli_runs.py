@@ -17,6 +17,7 @@ from enastool.curves import DPI, PANEL_INCHES, PANELS, curves_figure, series_poi
 from enastool.runs import RunDir
 from enastool.search.loop import search
 from enastool_cli.main import app
+from helpers import Countdown
 
 from conftest import TINY_SEARCH
 
@@ -38,16 +39,6 @@ def png_size(path: Path) -> tuple[int, int]:
     data = path.read_bytes()
     assert data[:8] == PNG_MAGIC and data[12:16] == b"IHDR"
     return struct.unpack(">II", data[16:24])
-
-
-class Countdown:
-    def __init__(self, at: int):
-        self.at, self.polls = at, 0
-
-    @property
-    def interrupted(self) -> bool:
-        self.polls += 1
-        return self.polls >= self.at
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from enastool.runs import RunDir
 from enastool.train.evaluate import evaluate_final_run
 from enastool.train.lm import LMTrainer, WeightAverage, averaging_due
 from enastool.train.trainer import build_final_trainer, train_final
+from helpers import Countdown, assert_same
 
 CELL = RecurrentArch.from_ints([0, 0, 1, 1, 0, 3])  # 3 nodes: tanh, relu, identity
 # On the tiny PTB-format corpus (conftest) in 16 streams: 9 windows of about 35 tokens per
@@ -35,19 +36,6 @@ def train(config, path, **options) -> tuple[dict, RunDir]:
     return train_final(CELL, config, run, **options), run
 
 
-class Countdown:
-    """Reports an interrupt at its ``at``-th poll (after every step but an epoch's last, and
-    after every epoch end)."""
-
-    def __init__(self, at: int):
-        self.at, self.polls = at, 0
-
-    @property
-    def interrupted(self) -> bool:
-        self.polls += 1
-        return self.polls >= self.at
-
-
 def scripted_validation(monkeypatch, script: dict[int, float]) -> None:
     """The validation perplexity of epoch e (1-based) reads ``script[e]``; the evaluation itself
     still runs, and the test evaluation is untouched. Deterministic, so NT-ASGD starts where the
@@ -61,21 +49,6 @@ def scripted_validation(monkeypatch, script: dict[int, float]) -> None:
         return result
 
     monkeypatch.setattr(LMTrainer, "_evaluate", evaluate)
-
-
-def assert_same(a, b, where="state"):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{where} differs"
-    else:
-        assert a == b, f"{where} differs"
 
 
 def test_paper_and_smoke_final_presets_train_with_the_papers_recipe():

@@ -15,6 +15,7 @@ from enastool.logs import METRICS_CSV, csv_cell
 from enastool.runs import RunDir
 from enastool.search.loop import search
 from enastool_cli.main import app
+from helpers import Countdown
 
 from conftest import TINY_SEARCH
 
@@ -71,16 +72,6 @@ def test_truncation_and_a_lost_row_leave_the_csv_equal_to_the_records(run):
     reopened.log({"kind": "step", "step": 5, "loss": 0.2})
     assert [r["step"] for r in csv_rows(reopened)] == ["1", "2", "3", "4", "5"]
     assert_csv_equals_records(reopened)
-
-
-class Countdown:
-    def __init__(self, at: int):
-        self.at, self.polls = at, 0
-
-    @property
-    def interrupted(self) -> bool:
-        self.polls += 1
-        return self.polls >= self.at
 
 
 def test_an_interrupted_and_resumed_search_keeps_csv_equal_to_metrics(tmp_path):

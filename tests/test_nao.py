@@ -19,6 +19,7 @@ from enastool.search import nao
 from enastool.search.derive import _shared_weights, derive, predicted_scores
 from enastool.search.loop import SearchLoop, search
 from enastool.search.nao import NaoStrategy
+from helpers import Countdown
 
 # A few seconds a run on one CPU thread: 9 steps an epoch, an evaluation point after each of
 # the 2 epochs, one EPD round of 2 units between them (2 of the 20 held out). Two seeds and eight new ones make
@@ -34,18 +35,6 @@ TIMING = ("images_per_s", "seconds", "wall_time")  # the fields that may differ 
 
 def tiny_config(**changes):
     return resolve_search_config("smoke", "micro", overrides={**TINY, **changes})
-
-
-class Countdown:
-    """An interrupt at the ``at``-th poll (the loop polls after every step, update and epoch)."""
-
-    def __init__(self, at: int):
-        self.at, self.polls = at, 0
-
-    @property
-    def interrupted(self) -> bool:
-        self.polls += 1
-        return self.polls >= self.at
 
 
 def pool_records(run: RunDir) -> list[dict]:

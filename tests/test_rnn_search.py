@@ -16,6 +16,7 @@ from enastool.search.derive import derive, score_architectures
 from enastool.search.loop import SearchLoop, search
 from enastool.search.tasks import REWARD_CONSTANT, TextTask, score_figures
 from enastool.train.lm import token_loss
+from helpers import Countdown, assert_same
 
 # The smoke preset shrunk to under a second per epoch on one CPU thread: the embedded corpus
 # in 128 streams of 433 tokens, windows around 35 tokens (12 per epoch), 3-node cells.
@@ -30,35 +31,8 @@ def tiny_config(strategy="enas", **changes):
     return resolve_search_config("smoke", "rnn", overrides={**TINY, "strategy": strategy, **changes})
 
 
-class Countdown:
-    """Reports an interrupt at its ``at``-th poll (the loop polls after every step and update)."""
-
-    def __init__(self, at: int):
-        self.at, self.polls = at, 0
-
-    @property
-    def interrupted(self) -> bool:
-        self.polls += 1
-        return self.polls >= self.at
-
-
 def without_timing(records):
     return [{k: v for k, v in r.items() if k not in TIMING} for r in records]
-
-
-def assert_same(a, b, where="state"):
-    if isinstance(a, dict):
-        assert a.keys() == b.keys(), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert torch.equal(a, b), f"{where} differs"
-    else:
-        assert a == b, f"{where} differs"
 
 
 @pytest.mark.parametrize("strategy", ["enas", "random"])

@@ -14,6 +14,7 @@ from enastool.runs import RunDir
 from enastool.search.derive import derive, score_architectures
 from enastool.search.loop import SearchLoop, search
 from enastool.search.strategies import OneShotStrategy
+from helpers import Countdown
 
 # The smoke preset shrunk further so that each run takes about a second on one CPU thread:
 # 9 training steps per epoch (1,248 digits / 128) and one validation batch.
@@ -27,22 +28,6 @@ TIMING = ("images_per_s", "seconds", "wall_time")  # the only fields that may di
 
 def tiny_config(space="macro", strategy="enas", **changes):
     return resolve_search_config("smoke", space, overrides={**TINY, "strategy": strategy, **changes})
-
-
-class Countdown:
-    """Stands in for GracefulInterrupt: reports an interrupt at its ``at``-th poll.
-
-    The loop polls once after every shared-weight step, every controller update and every
-    epoch end, so ``at`` picks the exact point of the interruption.
-    """
-
-    def __init__(self, at: int):
-        self.at, self.polls = at, 0
-
-    @property
-    def interrupted(self) -> bool:
-        self.polls += 1
-        return self.polls >= self.at
 
 
 def without_timing(records):

@@ -21,6 +21,7 @@ from enastool.train import device as dev
 from enastool.train.distributed import DistInfo, shard_slice
 from enastool.train.evaluate import evaluate_network, load_final_run
 from enastool.train.trainer import parameter_groups, sgd_optimizer, train_final
+from helpers import Countdown
 
 # A 3-layer macro arch with a skip from the stem, and a 2-block micro arch whose normal cell
 # has a separable conv, a pool and an identity (so drop path has something to drop).
@@ -263,22 +264,10 @@ def test_interrupted_and_resumed_run_ends_bitwise_equal(tmp_path, where, after_s
     assert (run.path / "last.pt").read_bytes() == (whole_run.path / "last.pt").read_bytes()
 
 
-class StopAt:
-    """Stands in for GracefulInterrupt: an interrupt at the ``at``-th poll (one per step)."""
-
-    def __init__(self, at: int):
-        self.at, self.polls = at, 0
-
-    @property
-    def interrupted(self) -> bool:
-        self.polls += 1
-        return self.polls >= self.at
-
-
 def test_a_log_interval_spanning_an_interruption_reports_the_uninterrupted_loss(tmp_path):
     config = tiny_config(MICRO, epochs=1, log_every=5)
     whole_run, _ = train(tmp_path, "whole", MICRO, config)
-    run, first = train(tmp_path, "parts", MICRO, config, interrupt=StopAt(7))
+    run, first = train(tmp_path, "parts", MICRO, config, interrupt=Countdown(7))
     assert first["interrupted"] is True and first["step"] == 7  # 2 steps into the second interval
     train_final(MICRO, config, RunDir.open(run.path), resume=True)
 
@@ -294,7 +283,7 @@ def test_a_resumed_run_reports_the_images_per_second_it_measured(tmp_path):
     # img/s on a GPU); only the images timed since the resume count.
     config = tiny_config(MACRO, epochs=1, log_every=10)
     whole_run, _ = train(tmp_path, "whole", MACRO, config)
-    run, first = train(tmp_path, "parts", MACRO, config, interrupt=StopAt(18))
+    run, first = train(tmp_path, "parts", MACRO, config, interrupt=Countdown(18))
     assert first["interrupted"] is True and first["step"] == 18
     train_final(MACRO, config, RunDir.open(run.path), resume=True)
 
